@@ -1,0 +1,33 @@
+"""flet-resilient: keep Flet web apps responsive with many users and flaky networks.
+
+Importing the package installs the Flet adapter fixes (see `adapter`); each
+mitigation is then one decorator away.
+"""
+
+from flet_resilient.adapter import UnsupportedFletVersion
+from flet_resilient.errors import (
+    JobCancelled,
+    JobDropped,
+    OffloadError,
+    OffloadTimeout,
+    ResilientError,
+    WorkerCrashed,
+)
+from flet_resilient.metrics import stats
+from flet_resilient.offload import Offloaded, configure_offload, offload
+from flet_resilient.watchdog import watch_loop
+
+__all__ = [
+    "JobCancelled",
+    "JobDropped",
+    "OffloadError",
+    "OffloadTimeout",
+    "Offloaded",
+    "ResilientError",
+    "UnsupportedFletVersion",
+    "WorkerCrashed",
+    "configure_offload",
+    "offload",
+    "stats",
+    "watch_loop",
+]

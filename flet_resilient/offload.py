@@ -1,0 +1,334 @@
+"""`@offload`: run sync work off the event loop so one user's job stalls nobody.
+
+`@offload` makes a module-level sync function awaitable in a process pool;
+`@offload(kind="thread")` runs blocking I/O (or a whole sync Flet handler) in a
+thread. Calls are limited per session (with a busy policy) and globally (shared
+round-robin between sessions), can time out, and are cancelled when their
+session closes or is evicted.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable
+from concurrent.futures import Executor
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
+
+import anyio
+
+from flet_resilient import adapter
+from flet_resilient.errors import JobCancelled, JobDropped, OffloadTimeout
+from flet_resilient.metrics import counters, register_section
+from flet_resilient.slots import POLICIES, FairSlots, Policy
+from flet_resilient.workers import (
+    Call,
+    ExecutorBackend,
+    ProcessBackend,
+    ThreadBackend,
+    resolve,
+)
+
+__all__ = ["Offloaded", "configure_offload", "offload"]
+
+logger = logging.getLogger("flet_resilient.offload")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Kind = Literal["process", "thread"]
+KINDS: tuple[Kind, ...] = ("process", "thread")
+
+
+class Offloaded(Protocol[P, R]):
+    """What `@offload` returns: an async callable that keeps the original."""
+
+    sync: Callable[P, R]
+    __wrapped__: Callable[P, R]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]: ...
+
+
+class _Backends:
+    """The process-wide backends, created lazily and replaceable by configure."""
+
+    def __init__(self) -> None:
+        self.processes = os.cpu_count() or 2
+        self.threads = 32
+        self.start_method = "spawn"
+        self.executor: Executor | None = None
+        self._process: ProcessBackend | None = None
+        self._thread: ThreadBackend | None = None
+        self._custom: dict[Executor, ExecutorBackend] = {}
+
+    def for_call(
+        self, kind: Kind, executor: Executor | None
+    ) -> ProcessBackend | ThreadBackend | ExecutorBackend:
+        if kind == "thread":
+            if self._thread is None:
+                self._thread = ThreadBackend(self.threads)
+            return self._thread
+        executor = executor or self.executor
+        if executor is not None:
+            if executor not in self._custom:
+                self._custom[executor] = ExecutorBackend(executor)
+            return self._custom[executor]
+        if self._process is None:
+            self._process = ProcessBackend(self.processes, self.start_method)
+        return self._process
+
+    def reset(self) -> None:
+        if self._process is not None:
+            self._process.shutdown()
+        self._process = self._thread = None
+        self._custom.clear()
+
+    def section(self) -> dict[str, Any]:
+        backends = {"process": self._process, "thread": self._thread}
+        backends.update({type(e).__name__: b for e, b in self._custom.items()})
+        return {
+            name: {"running": b.slots.in_use, "queued": b.slots.waiting}
+            for name, b in backends.items()
+            if b is not None
+        }
+
+
+_backends = _Backends()
+_session_jobs: defaultdict[str, set[anyio.CancelScope]] = defaultdict(set)
+
+
+def configure_offload(
+    *,
+    processes: int | None = None,
+    threads: int | None = None,
+    executor: Executor | None = None,
+    start_method: str | None = None,
+) -> None:
+    """Set the global limits and default executor for every `@offload`.
+
+    `processes`/`threads` are the global worker limits (shared round-robin
+    between sessions); `executor` sends process-kind calls to any
+    `concurrent.futures.Executor` instead of the built-in pool (e.g. a Dask
+    `Client.get_executor()`). Running pools are replaced on the next call.
+    """
+    for label, value in (("processes", processes), ("threads", threads)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{label} must be a positive int, got {value!r}")
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(
+            f"executor must be a concurrent.futures.Executor, got {executor!r}"
+        )
+    _backends.reset()
+    _backends.processes = processes or _backends.processes
+    _backends.threads = threads or _backends.threads
+    _backends.executor = executor
+    _backends.start_method = start_method or _backends.start_method
+
+
+def _cancel_session_jobs(session: Any) -> None:
+    for scope in _session_jobs.pop(session.id, ()):
+        scope.cancel()
+
+
+adapter.on_session_closed(_cancel_session_jobs)
+register_section("offload", _backends.section)
+
+
+class _Job:
+    """The settings of one decorated function and its per-session gates."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        kind: Kind,
+        timeout: float | None,
+        per_session: int | None,
+        policy: Policy,
+        executor: Executor | None,
+    ) -> None:
+        self.fn = fn
+        self.name = getattr(fn, "__qualname__", repr(fn))
+        self.kind = kind
+        self.timeout = timeout
+        self.per_session = per_session
+        self.policy = policy
+        self.executor = executor
+        self._gates: dict[Hashable, FairSlots] = {}
+        self._reference_checked = False
+
+    def _check_reference(self) -> None:
+        """A process worker must be able to import the function by name."""
+        if self._reference_checked or self.kind == "thread":
+            return
+        try:
+            found = resolve(self.fn.__module__, self.fn.__qualname__)
+        except (ImportError, AttributeError) as exc:
+            raise TypeError(
+                f"offload: {self.name}() cannot be found as "
+                f"{self.fn.__module__}.{self.fn.__qualname__}, so a worker process "
+                "cannot import it; define it at module level under its own name."
+            ) from exc
+        if found is not self.fn:
+            raise TypeError(
+                f"offload: {self.fn.__module__}.{self.fn.__qualname__} is not the "
+                f"decorated function {self.name}(); give it its own module-level name."
+            )
+        self._reference_checked = True
+
+    async def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        handler_mode = bool(args) and adapter.is_flet_event(args[0])
+        try:
+            return await self._run(Call(self.fn, self.name, args, kwargs))
+        except (JobDropped, JobCancelled) as exc:
+            if not handler_mode:
+                raise
+            logger.debug("handler %s not run: %s", self.name, exc)
+            return None
+
+    async def _run(self, call: Call) -> Any:
+        self._check_reference()
+        page = adapter.current_page()
+        session_id = page.session.id if page is not None else None
+        backend = _backends.for_call(self.kind, self.executor)
+        gate = self._gate(session_id)
+        counters["offload.calls"] += 1
+        with anyio.CancelScope() as scope:
+            if session_id is not None:
+                _session_jobs[session_id].add(scope)
+            try:
+                async with gate.slot(), backend.slots.slot(session_id):
+                    result = await backend.run(call, self.timeout)
+            except TimeoutError as exc:
+                counters["offload.timeouts"] += 1
+                raise OffloadTimeout(
+                    f"{self.name}() ran longer than its timeout of {self.timeout} s "
+                    "and was stopped"
+                ) from exc
+            except JobDropped:
+                counters["offload.dropped"] += 1
+                raise
+            except Exception:
+                counters["offload.failed"] += 1
+                raise
+            finally:
+                self._forget(session_id, scope, gate)
+        if scope.cancelled_caught:
+            counters["offload.cancelled"] += 1
+            raise JobCancelled(f"{self.name}() was cancelled: its session closed")
+        counters["offload.completed"] += 1
+        return result
+
+    def _gate(self, session_id: str | None) -> FairSlots:
+        gate = self._gates.get(session_id)
+        if gate is None:
+            gate = self._gates[session_id] = FairSlots(self.per_session, self.policy)
+        return gate
+
+    def _forget(
+        self, session_id: str | None, scope: anyio.CancelScope, gate: FairSlots
+    ) -> None:
+        jobs = _session_jobs.get(session_id) if session_id is not None else None
+        if jobs is not None:
+            jobs.discard(scope)
+            if not jobs:
+                del _session_jobs[session_id]
+        if gate.idle:
+            self._gates.pop(session_id, None)
+
+
+@overload
+def offload(fn: Callable[P, R], /) -> Offloaded[P, R]: ...
+
+
+@overload
+def offload(
+    *,
+    kind: Kind = "process",
+    timeout: float | None = None,
+    per_session: int | None = None,
+    policy: Policy = "queue",
+    executor: Executor | None = None,
+) -> Callable[[Callable[P, R]], Offloaded[P, R]]: ...
+
+
+def offload(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    kind: Kind = "process",
+    timeout: float | None = None,
+    per_session: int | None = None,
+    policy: Policy = "queue",
+    executor: Executor | None = None,
+) -> Any:
+    """Make a sync function awaitable, running it off the event loop.
+
+    Args:
+        kind: "process" (CPU work, module-level functions, picklable args) or
+            "thread" (blocking I/O, or a sync Flet handler that touches controls).
+        timeout: seconds a call may run; then `OffloadTimeout` is raised and
+            its worker freed (a process is killed, a thread abandoned).
+        per_session: concurrent calls allowed per user session (None: no limit).
+        policy: when a session is at `per_session`: "queue" waits, "drop"
+            raises `JobDropped`, "latest" waits and replaces an older waiter.
+        executor: a `concurrent.futures.Executor` for process-kind calls
+            (e.g. Dask's `Client.get_executor()`); default: the built-in pool.
+
+    Called as a Flet handler (first argument a Flet event), a dropped or
+    cancelled call is skipped silently instead of raising.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"offload: kind must be one of {KINDS}, got {kind!r}")
+    if policy not in POLICIES:
+        raise ValueError(f"offload: policy must be one of {POLICIES}, got {policy!r}")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"offload: timeout must be > 0 seconds, got {timeout!r}")
+    if per_session is not None and (
+        not isinstance(per_session, int) or per_session < 1
+    ):
+        raise ValueError(
+            f"offload: per_session must be a positive int, got {per_session!r}"
+        )
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(
+            f"offload: executor must be a concurrent.futures.Executor, got {executor!r}"
+        )
+    if executor is not None and kind == "thread":
+        raise ValueError("offload: executor= applies to kind='process' calls only")
+
+    def decorate(target: Callable[..., Any]) -> Any:
+        _check_target(target, kind)
+        job = _Job(target, kind, timeout, per_session, policy, executor)
+
+        @functools.wraps(target)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await job(args, kwargs)
+
+        wrapper.sync = target  # type: ignore[attr-defined]
+        wrapper.__flet_resilient_offload__ = target  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _check_target(target: Any, kind: Kind) -> None:
+    """Reject at decoration time what can never work."""
+    if not callable(target):
+        raise TypeError(f"offload: expected a function, got {target!r}")
+    name = getattr(target, "__qualname__", repr(target))
+    if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
+        raise TypeError(
+            f"offload: {name} is async; offload runs sync functions "
+            "(an async function should await instead of blocking)"
+        )
+    if kind == "thread":
+        return
+    if not inspect.isfunction(target) or "<lambda>" in name or "<locals>" in name:
+        raise TypeError(
+            f"offload: {name} cannot run in a worker process: workers import "
+            "functions by module and name, so lambdas, closures and nested "
+            "functions cannot be sent. Define it at module level, or use "
+            "kind='thread'."
+        )

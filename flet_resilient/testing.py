@@ -1,0 +1,371 @@
+"""Test a Flet web app for real: serve it under uvicorn, drive it over the protocol.
+
+`FletServer` runs an app on 127.0.0.1 and a free port in a background thread.
+`FletClient` speaks Flet's WebSocket protocol (frames `b"\\x00" +
+msgpack([action, body])`), keeps a mirror of the control tree from the
+register response and every patch, and clicks controls by `key`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+import msgpack
+import uvicorn
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+__all__ = ["Action", "FletClient", "FletServer", "Frame"]
+
+T = TypeVar("T")
+
+
+class Action:
+    """Flet message action codes (`flet.messaging.protocol.MessageAction`)."""
+
+    REGISTER_CLIENT = 1
+    PATCH_CONTROL = 2
+    CONTROL_EVENT = 3
+    UPDATE_CONTROL_PROPS = 4
+    INVOKE_METHOD = 5
+    SESSION_CRASHED = 6
+
+
+REPLACE, ADD, REMOVE, MOVE = 0, 1, 2, 3  # patch operations (object_patch.Operation)
+
+
+def encode(action: int, body: Any) -> bytes:
+    """One protocol frame."""
+    return b"\x00" + msgpack.packb([action, body])
+
+
+def decode(frame: bytes) -> tuple[int, Any]:
+    """(action, body) of a protocol frame."""
+    action, body = msgpack.unpackb(frame[1:], strict_map_key=False)
+    return action, body
+
+
+class FletServer:
+    """A Flet app served by uvicorn on 127.0.0.1:<free port> in a thread.
+
+    Use as a context manager (sync or async); extra keyword arguments go to
+    `flet_web.fastapi.app` (e.g. `session_timeout_seconds`, `no_cdn`).
+    """
+
+    def __init__(self, main: Callable[..., Any], **app_kwargs: Any) -> None:
+        import flet_web.fastapi as flet_fastapi
+
+        self.app = flet_fastapi.app(main, **app_kwargs)
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+        self._server = uvicorn.Server(
+            uvicorn.Config(self.app, log_level="warning", ws_ping_interval=None)
+        )
+        self.loop: asyncio.AbstractEventLoop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self) -> FletServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the Flet test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def _run(self) -> None:
+        loop = self.loop
+        try:
+            loop.run_until_complete(self._server.serve(sockets=[self._socket]))
+        finally:
+            pending = asyncio.all_tasks(loop)  # e.g. the app's background producers
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await a coroutine on the server loop from the test's loop."""
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(coro, self.loop)
+        )
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+        self._socket.close()
+
+    def __enter__(self) -> FletServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FletServer:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+@dataclass
+class Frame:
+    """One frame the client received, as decoded."""
+
+    action: int
+    body: Any
+    size: int
+    at: float = field(default_factory=time.monotonic)
+
+
+class FletClient:
+    """A simulated user speaking Flet's real WebSocket protocol.
+
+    `controls` maps control id (`_i`) to the mirrored control dict; `find(key)`
+    looks one up by its `key`. Server `invoke_method` requests are answered
+    with `on_invoke(name, args)` (default: `None`).
+    """
+
+    def __init__(
+        self,
+        ws_url: str,
+        *,
+        session_id: str | None = None,
+        user_agent: str = "flet-resilient-test-client",
+        route: str = "/",
+        on_invoke: Callable[[str, Any], Any] | None = None,
+    ) -> None:
+        self.ws_url = ws_url
+        self.session_id = session_id
+        self.user_agent = user_agent
+        self.route = route
+        self.on_invoke = on_invoke or (lambda name, args: None)
+        self.page: dict[str, Any] = {}
+        self.controls: dict[int, dict[str, Any]] = {}
+        self.frames: list[Frame] = []
+        self.errors: list[str] = []
+        self.invocations: list[tuple[str, Any]] = []
+        self.ws: ClientConnection | None = None
+        self._changed = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+
+    async def connect(self) -> FletClient:
+        """Open the socket, register, and wait for the initial page."""
+        self.ws = await websockets.connect(
+            self.ws_url,
+            user_agent_header=self.user_agent,
+            max_size=None,
+            ping_interval=None,
+        )
+        await self.ws.send(
+            encode(
+                Action.REGISTER_CLIENT,
+                {
+                    "session_id": self.session_id,
+                    "page_name": "",
+                    "page": {"route": self.route, "width": 1280, "height": 720},
+                },
+            )
+        )
+        self._reader = asyncio.create_task(self._read())
+        await self.wait_for(lambda: bool(self.page), timeout=30)
+        return self
+
+    async def __aenter__(self) -> FletClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- reading -------------------------------------------------------------
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for raw in self.ws:
+                if isinstance(raw, str) or not raw or raw[0] != 0:
+                    continue
+                action, body = decode(raw)
+                self.frames.append(Frame(action, body, len(raw)))
+                await self._apply(action, body)
+                async with self._changed:
+                    self._changed.notify_all()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.closed.set()
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _apply(self, action: int, body: Any) -> None:
+        if action == Action.REGISTER_CLIENT:
+            self.session_id = body["session_id"]
+            self.page = body["page_patch"]
+            self.controls = {}
+            self._index(self.page)
+        elif action == Action.PATCH_CONTROL:
+            apply_patch(self.controls[body["id"]], body["patch"], self._index)
+        elif action == Action.INVOKE_METHOD:
+            self.invocations.append((body["name"], body["args"]))
+            result, error = None, None
+            try:
+                result = self.on_invoke(body["name"], body["args"])
+            except Exception as exc:
+                error = str(exc)
+            await self.send(
+                Action.INVOKE_METHOD,
+                {
+                    "control_id": body["control_id"],
+                    "call_id": body["call_id"],
+                    "result": result,
+                    "error": error,
+                },
+            )
+        elif action == Action.SESSION_CRASHED:
+            self.errors.append(body["message"])
+
+    def _index(self, value: Any) -> None:
+        if isinstance(value, dict):
+            if "_i" in value:
+                self.controls[value["_i"]] = value
+            for child in value.values():
+                self._index(child)
+        elif isinstance(value, list):
+            for child in value:
+                self._index(child)
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10) -> None:
+        """Wait until `predicate()` is true (checked after every frame).
+
+        A predicate raising LookupError (control not mirrored yet) counts as
+        false.
+        """
+        with anyio.fail_after(timeout):
+            async with self._changed:
+                while not _holds(predicate):
+                    if self.closed.is_set():
+                        raise ConnectionError("the server closed the connection")
+                    await self._changed.wait()
+
+    # --- mirror --------------------------------------------------------------
+
+    def find(self, key: str) -> dict[str, Any]:
+        """The mirrored control whose `key` is `key` (KeyError if absent)."""
+        for control in self.controls.values():
+            if control.get("key") == key:
+                return control
+        raise KeyError(f"no control with key {key!r} in the mirror")
+
+    def value(self, key: str, prop: str = "value") -> Any:
+        """A property of the control with `key`, e.g. a Text's `value`."""
+        return self.find(key).get(prop)
+
+    def patch_frames(self) -> list[Frame]:
+        """Frames that carried PATCH_CONTROL."""
+        return [f for f in self.frames if f.action == Action.PATCH_CONTROL]
+
+    # --- writing -------------------------------------------------------------
+
+    async def send(self, action: int, body: Any) -> None:
+        assert self.ws is not None
+        await self.ws.send(encode(action, body))
+
+    async def event(self, key: str, name: str, data: Any = None) -> None:
+        """Fire event `name` on the control with `key` (e.g. `click`).
+
+        Waits (up to 10 s) for the control to be mirrored first.
+        """
+        await self.wait_for(lambda: self.find(key))
+        control_id = self.find(key)["_i"]
+        await self.send(
+            Action.CONTROL_EVENT, {"target": control_id, "name": name, "data": data}
+        )
+
+    async def click(self, key: str) -> None:
+        await self.event(key, "click")
+
+    async def set_props(self, key: str, **props: Any) -> None:
+        """Send a client-side property change (e.g. a TextField's value)."""
+        control = self.find(key)
+        control.update(props)
+        await self.send(
+            Action.UPDATE_CONTROL_PROPS, {"id": control["_i"], "props": props}
+        )
+
+    async def close(self) -> None:
+        """Close the socket cleanly."""
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            await self._reader
+
+    def abort(self) -> None:
+        """Vanish abruptly: reset the TCP connection without a close frame."""
+        assert self.ws is not None
+        self.ws.transport.abort()
+
+
+def _holds(predicate: Callable[[], Any]) -> bool:
+    """A predicate that looks up a control not mirrored yet is simply false."""
+    try:
+        return bool(predicate())
+    except LookupError:
+        return False
+
+
+def apply_patch(
+    root: dict[str, Any], patch: list[Any], index: Callable[[Any], None]
+) -> None:
+    """Apply one PATCH_CONTROL body (`[path_tree, *ops]`) to a mirrored control."""
+    paths: dict[int, list[Any]] = {}
+
+    def walk(node: list[Any], prefix: list[Any]) -> None:
+        paths[node[0]] = prefix
+        if len(node) > 1:
+            for part, child in node[1].items():
+                walk(child, [*prefix, part])
+
+    walk(patch[0], [])
+
+    def target(node: int) -> Any:
+        obj: Any = root
+        for part in paths[node]:
+            obj = obj[part]
+        return obj
+
+    for op in patch[1:]:
+        kind, node, key = op[0], op[1], op[2]
+        obj = target(node)
+        if kind == REPLACE:
+            obj[key] = op[3]
+            index(op[3])
+        elif kind == ADD:
+            if isinstance(obj, list):
+                obj.insert(key, op[3])
+            else:
+                obj[key] = op[3]
+            index(op[3])
+        elif kind == REMOVE:
+            del obj[key]
+        elif kind == MOVE:
+            value = obj.pop(key)
+            destination = target(op[3])
+            destination.insert(op[4], value)

@@ -1,0 +1,190 @@
+"""Where offloaded calls run: a self-healing process pool, threads, or any Executor.
+
+Process workers receive functions *by reference* (module + qualified name) and
+arguments pre-pickled on the caller's side, so errors about what cannot be
+sent are raised early and clearly, and the same call runs unchanged on a
+cluster executor (Dask `Client.get_executor()`, Ray, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import importlib
+import multiprocessing
+import os
+import pickle
+import signal
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from flet_resilient.errors import WorkerCrashed
+from flet_resilient.slots import FairSlots
+
+__all__ = [
+    "Call",
+    "ExecutorBackend",
+    "ProcessBackend",
+    "ThreadBackend",
+    "call_by_reference",
+    "resolve",
+]
+
+_KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
+
+
+def resolve(module: str, qualname: str) -> Callable[..., Any]:
+    """Import `module.qualname`; an `@offload` wrapper resolves to its function."""
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return getattr(target, "__flet_resilient_offload__", target)
+
+
+def call_by_reference(module: str, qualname: str, payload: bytes) -> Any:
+    """Worker-side entry point: resolve the function, unpickle arguments, call."""
+    args, kwargs = pickle.loads(payload)
+    return resolve(module, qualname)(*args, **kwargs)
+
+
+def warm_up(module: str) -> int:
+    """Worker-side: import the job's module ahead of the job; return the pid."""
+    importlib.import_module(module)
+    return os.getpid()
+
+
+@dataclass(frozen=True)
+class Call:
+    """One invocation of a sync function, as each backend needs it."""
+
+    fn: Callable[..., Any]
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def by_reference(self) -> tuple[str, str, bytes]:
+        """(module, qualname, pickled arguments) or a clear TypeError."""
+        try:
+            payload = pickle.dumps((self.args, self.kwargs), pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise TypeError(
+                f"offload: the arguments of {self.name}() cannot be sent to a worker "
+                f"process ({exc}). Pass plain picklable values (not controls, events "
+                "or pages), or use kind='thread'."
+            ) from exc
+        return self.fn.__module__, self.fn.__qualname__, payload
+
+
+class ThreadBackend:
+    """Runs calls in threads (blocking I/O); a timed-out thread is abandoned."""
+
+    def __init__(self, limit: int) -> None:
+        self.slots = FairSlots(limit)
+        self._limiter = anyio.CapacityLimiter(limit)
+
+    async def run(self, call: Call, timeout: float | None) -> Any:
+        # anyio copies context variables, so Flet's current page follows the call.
+        with anyio.fail_after(timeout):
+            return await anyio.to_thread.run_sync(
+                functools.partial(call.fn, *call.args, **call.kwargs),
+                abandon_on_cancel=True,
+                limiter=self._limiter,
+            )
+
+
+class ExecutorBackend:
+    """Runs calls on any `concurrent.futures.Executor` (e.g. a Dask cluster's)."""
+
+    def __init__(self, executor: Executor, limit: int | None = None) -> None:
+        self.executor = executor
+        self.slots = FairSlots(limit)
+
+    async def run(self, call: Call, timeout: float | None) -> Any:
+        future = self.executor.submit(call_by_reference, *call.by_reference())
+        try:
+            with anyio.fail_after(timeout):
+                return await asyncio.wrap_future(future)
+        except BrokenProcessPool as exc:
+            raise WorkerCrashed(
+                f"the executor's worker died while running {call.name}()"
+            ) from exc
+
+
+class _Worker:
+    """One reusable worker process (a one-process pool), killed on demand."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self._pool: ProcessPoolExecutor | None = None
+        self._pid: int | None = None
+
+    async def run(self, call: Call, timeout: float | None) -> Any:
+        """Run `call`; `timeout` counts from when the job starts, not the spawn."""
+        reference = call.by_reference()
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+        future = None
+        try:
+            if self._pid is None:  # a running call can only be killed by its pid
+                self._pid = await asyncio.wrap_future(
+                    self._pool.submit(warm_up, reference[0])
+                )
+            future = self._pool.submit(call_by_reference, *reference)
+            with anyio.fail_after(timeout):
+                return await asyncio.wrap_future(future)
+        except BrokenProcessPool as exc:
+            self._discard()
+            raise WorkerCrashed(
+                f"the worker process died while running {call.name}() "
+                "(crash, os._exit, out of memory or killed); the next call gets a "
+                "fresh worker"
+            ) from exc
+        except BaseException:
+            if future is None or not future.done():  # cancelled or timed out
+                self.kill()
+            raise
+
+    def kill(self) -> None:
+        """Stop the worker now; the next call starts a fresh one."""
+        if self._pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, _KILL)
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+        self._pid = None
+
+
+class ProcessBackend:
+    """`size` reusable worker processes; a dead or cancelled one is replaced.
+
+    Each worker is its own one-process pool, so a crash fails only the call it
+    was running (a shared `ProcessPoolExecutor` would fail every call in flight).
+    """
+
+    def __init__(self, size: int, start_method: str = "spawn") -> None:
+        context = multiprocessing.get_context(start_method)
+        self.slots = FairSlots(size)
+        self._workers = [_Worker(context) for _ in range(size)]
+        self._idle = list(self._workers)
+
+    async def run(self, call: Call, timeout: float | None) -> Any:
+        worker = self._idle.pop()  # a FairSlots slot guarantees one is idle
+        try:
+            return await worker.run(call, timeout)
+        finally:
+            self._idle.append(worker)
+
+    def shutdown(self) -> None:
+        """Stop every worker process."""
+        for worker in self._workers:
+            worker.kill()

@@ -1,0 +1,87 @@
+"""The process pool: reuse, timeouts, crashes, unpicklable work, clear errors."""
+
+import asyncio
+import threading
+
+import offload_jobs
+import pytest
+
+from flet_resilient import (
+    OffloadTimeout,
+    WorkerCrashed,
+    offload,
+    stats,
+)
+
+
+async def test_awaitable_and_still_callable_synchronously():
+    assert await offload_jobs.square(12) == 144
+    assert offload_jobs.square.sync(5) == 25
+    assert offload_jobs.square.__wrapped__(6) == 36
+
+
+async def test_workers_are_reused():
+    pids = {await offload_jobs.worker_pid() for _ in range(6)}
+    assert len(pids) <= 2  # the pool has two workers: no process per call
+
+
+async def test_timeout_raises_clear_error_and_frees_the_slot():
+    before = stats()["counters"].get("offload.timeouts", 0)
+    with pytest.raises(OffloadTimeout, match=r"sleepy\(\) ran longer than its timeout"):
+        await offload_jobs.sleepy(30)
+    assert stats()["counters"]["offload.timeouts"] == before + 1
+    assert stats()["offload"]["process"]["running"] == 0
+    # The timed-out worker was killed; the next call is served normally.
+    assert await offload_jobs.sleepy(0) > 0
+
+
+async def test_worker_crash_fails_only_that_call_then_pool_heals():
+    slow = asyncio.ensure_future(offload_jobs.spin_offloaded(1.0))
+    await asyncio.sleep(0.3)  # let the slow call start on the other worker
+    with pytest.raises(WorkerCrashed, match=r"crash\(\)"):
+        await offload_jobs.crash()
+    assert await slow == 1.0  # the call on the healthy worker is unaffected
+    assert await offload_jobs.square(9) == 81  # a fresh worker serves the next call
+
+
+def test_lambda_and_closure_rejected_at_decoration_time():
+    with pytest.raises(TypeError, match="lambda"):
+        offload(lambda x: x)
+
+    def make():
+        def inner(x):
+            return x
+
+        return inner
+
+    with pytest.raises(TypeError, match=r"make\.<locals>\.inner"):
+        offload(make())
+
+
+def test_bad_options_rejected():
+    with pytest.raises(ValueError, match="kind"):
+        offload(kind="gpu")
+    with pytest.raises(ValueError, match="policy"):
+        offload(policy="sometimes")
+    with pytest.raises(ValueError, match="timeout"):
+        offload(timeout=0)
+    with pytest.raises(ValueError, match="per_session"):
+        offload(per_session=0)
+    with pytest.raises(TypeError, match="executor"):
+        offload(executor="dask")
+
+    async def coroutine():
+        return 1
+
+    with pytest.raises(TypeError, match="is async"):
+        offload(coroutine)
+
+
+async def test_unpicklable_argument_names_the_function():
+    with pytest.raises(TypeError, match=r"arguments of square\(\) cannot be sent"):
+        await offload_jobs.square(threading.Lock())
+
+
+async def test_exceptions_from_the_job_propagate():
+    with pytest.raises(TypeError):
+        await offload_jobs.square("x")
