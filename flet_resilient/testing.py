@@ -22,7 +22,7 @@ import uvicorn
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-__all__ = ["Action", "FletClient", "FletServer", "Frame"]
+__all__ = ["Action", "FletClient", "FletServer", "Frame", "wait_until"]
 
 T = TypeVar("T")
 
@@ -321,6 +321,15 @@ class FletClient:
         """Vanish abruptly: reset the TCP connection without a close frame."""
         assert self.ws is not None
         self.ws.transport.abort()
+
+
+async def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10, interval: float = 0.02
+) -> None:
+    """Poll `predicate()` (e.g. server-side state) until true, or TimeoutError."""
+    with anyio.fail_after(timeout):
+        while not _holds(predicate):
+            await anyio.sleep(interval)
 
 
 def _holds(predicate: Callable[[], Any]) -> bool:

@@ -1,6 +1,7 @@
 """Module-level jobs for the offload tests (process workers import them by name)."""
 
 import os
+import threading
 import time
 
 from flet_resilient import offload
@@ -37,3 +38,26 @@ def sleepy(seconds: float) -> int:
 @offload
 def square(x: int) -> int:
     return x * x
+
+
+# --- session-aware jobs (thread kind: they share this process's state) -------
+
+release = threading.Event()
+ran: list[int] = []
+
+
+def hold(n: int) -> int:
+    """Record that call `n` ran, then block until the test releases it."""
+    ran.append(n)
+    release.wait(timeout=20)
+    return n
+
+
+hold_queue = offload(hold, kind="thread", per_session=1, policy="queue")
+hold_drop = offload(hold, kind="thread", per_session=1, policy="drop")
+hold_latest = offload(hold, kind="thread", per_session=1, policy="latest")
+
+
+@offload(per_session=1)
+def long_spin(seconds: float) -> float:
+    return spin(seconds)

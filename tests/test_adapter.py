@@ -1,0 +1,82 @@
+"""The Flet adapter: version guard, thread-safe send queue, no leaked sessions."""
+
+import asyncio
+import threading
+
+import flet as ft
+import pytest
+
+from flet_resilient import adapter
+from flet_resilient.testing import FletClient, FletServer, wait_until
+
+
+def test_unsupported_flet_version_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(adapter, "version", lambda name: "2.3.0")
+    with pytest.raises(adapter.UnsupportedFletVersion, match=r"flet 2\.3\.0"):
+        adapter._check_version()
+
+
+async def test_send_queue_put_from_a_thread_wakes_the_loop():
+    queue = adapter.SendQueue()
+    getter = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    frame = b"\x00" + b"x" * 100
+    threading.Thread(target=queue.put_nowait, args=(frame,)).start()
+    # Nothing else wakes this loop: the frame arrives only if the put did.
+    assert await asyncio.wait_for(getter, timeout=5) == frame
+    assert queue.backlog_bytes == 0
+
+
+async def test_send_queue_counts_backlog_bytes():
+    queue = adapter.SendQueue()
+    queue.put_nowait(b"a" * 10)
+    queue.put_nowait(b"b" * 5)
+    assert (queue.qsize(), queue.backlog_bytes) == (2, 15)
+    assert await queue.get() == b"a" * 10
+    assert queue.backlog_bytes == 5
+
+
+def producer_app(page: ft.Page) -> None:
+    """Pushes an update every 2 ms, so the server is mid-send when clients vanish."""
+    value = ft.Text("0", key="value")
+    page.add(value)
+
+    async def produce() -> None:
+        n = 0
+        while page.session.connection is not None:
+            n += 1
+            value.value = str(n)
+            value.update()
+            await asyncio.sleep(0.002)
+
+    page.run_task(produce)
+
+
+async def connected_sessions() -> int:
+    return sum(adapter.is_connected(s) for s in adapter.sessions().values())
+
+
+async def test_abruptly_vanishing_clients_leave_no_connected_session():
+    async with FletServer(producer_app) as server:
+        clients = [await FletClient(server.ws_url).connect() for _ in range(20)]
+        for client in clients:
+            await client.wait_for(lambda c=client: len(c.patch_frames()) > 3)
+        assert await server.call(connected_sessions()) == 20
+        for client in clients:
+            client.abort()
+
+        async def none_connected() -> None:
+            while await server.call(connected_sessions()):
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(none_connected(), timeout=30)
+        assert len(adapter.sessions()) >= 20  # kept for reconnects, but disconnected
+
+
+async def test_client_that_never_registers_does_not_keep_a_send_loop():
+    import websockets
+
+    async with FletServer(producer_app) as server:
+        async with websockets.connect(server.ws_url):
+            await wait_until(lambda: adapter._live_apps)
+        await wait_until(lambda: not adapter._live_apps)
