@@ -5,6 +5,7 @@ mitigation is then one decorator away.
 """
 
 from flet_resilient.adapter import UnsupportedFletVersion
+from flet_resilient.coalesce import coalesce_page, coalesce_updates
 from flet_resilient.errors import (
     JobCancelled,
     JobDropped,
@@ -13,6 +14,7 @@ from flet_resilient.errors import (
     ResilientError,
     WorkerCrashed,
 )
+from flet_resilient.handlers import debounce, throttle
 from flet_resilient.metrics import stats
 from flet_resilient.offload import Offloaded, configure_offload, offload
 from flet_resilient.watchdog import watch_loop
@@ -26,8 +28,12 @@ __all__ = [
     "ResilientError",
     "UnsupportedFletVersion",
     "WorkerCrashed",
+    "coalesce_page",
+    "coalesce_updates",
     "configure_offload",
+    "debounce",
     "offload",
     "stats",
+    "throttle",
     "watch_loop",
 ]

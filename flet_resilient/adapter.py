@@ -15,20 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Protocol
 
 from flet.controls.base_control import BaseControl
 from flet.controls.context import _context_page
 from flet.controls.control_event import Event
 from flet.controls.page import Page
+from flet.messaging.protocol import MessageAction
 from flet.messaging.session import Session
 from flet_web.fastapi.flet_app import FletApp, app_manager
 
+from flet_resilient.metrics import count, register_section
 from flet_resilient.watchdog import watch_loop
 
 __all__ = [
@@ -91,6 +94,8 @@ class SendQueue(asyncio.Queue):  # type: ignore[type-arg]
         item = super().get_nowait()
         if item is not None:
             self.backlog_bytes -= len(item)
+            count("transport.frames_sent")
+            count("transport.bytes_sent", len(item))
         return item
 
 
@@ -133,6 +138,30 @@ def _session_key(app: FletApp) -> str | None:
 _live_apps: weakref.WeakSet[FletApp] = weakref.WeakSet()
 
 
+class PatchSink(Protocol):
+    """Takes over a session's `update()` patches (see `coalesce`)."""
+
+    def defer(self, control: BaseControl) -> None:
+        """Remember that `control` changed; send its patch later."""
+
+    def flush(self) -> None:
+        """Send every pending patch now."""
+
+
+_sinks: weakref.WeakKeyDictionary[Session, PatchSink] = weakref.WeakKeyDictionary()
+
+
+def set_patch_sink(session: Session, sink: PatchSink | None) -> None:
+    """Route the session's plain `update()` patches to `sink` (None: directly)."""
+    if sink is None:
+        _sinks.pop(session, None)
+    else:
+        _sinks[session] = sink
+
+
+_ORDERED_ACTIONS = (MessageAction.INVOKE_METHOD, MessageAction.SESSION_CRASHED)
+
+
 def _install() -> None:
     if getattr(FletApp, "_flet_resilient_installed", False):
         return
@@ -143,7 +172,11 @@ def _install() -> None:
     original_send_loop = FletApp._FletApp__send_loop  # type: ignore[attr-defined]
     original_receive_loop = FletApp._FletApp__receive_loop  # type: ignore[attr-defined]
     original_close = Session.close
+    original_patch_control = Session.patch_control
+    original_send_message = FletApp.send_message
+    original_page = BaseControl.page.fget  # type: ignore[attr-defined]
 
+    @functools.wraps(original_handle)
     async def handle(self: FletApp, websocket: Any) -> None:
         watch_loop()
         _live_apps.add(self)
@@ -160,6 +193,7 @@ def _install() -> None:
                     self._FletApp__session_timeout_seconds,  # type: ignore[attr-defined]
                 )
 
+    @functools.wraps(original_send_loop)
     async def send_loop(self: FletApp) -> None:
         websocket = self._FletApp__websocket  # type: ignore[attr-defined]
         try:
@@ -170,12 +204,14 @@ def _install() -> None:
                 await websocket.close()
             raise
 
+    @functools.wraps(original_receive_loop)
     async def receive_loop(self: FletApp) -> None:
         await original_receive_loop(self)
         queue = self._FletApp__send_queue  # type: ignore[attr-defined]
         if self._FletApp__session is None and queue is not None:  # type: ignore[attr-defined]
             queue.put_nowait(None)  # never registered: stop the send loop
 
+    @functools.wraps(original_close)
     def close(self: Session) -> None:
         original_close(self)
         for hook in list(_close_hooks):
@@ -184,6 +220,42 @@ def _install() -> None:
             except Exception:
                 logger.exception("session-closed hook %r failed", hook)
 
+    @functools.wraps(original_patch_control)
+    def patch_control(
+        self: Session, control: BaseControl, *args: Any, **kw: Any
+    ) -> None:
+        sink = _sinks.get(self)
+        if sink is None or args or kw:
+            original_patch_control(self, control, *args, **kw)
+        else:
+            sink.defer(control)
+
+    @functools.wraps(original_send_message)
+    def send_message(self: FletApp, message: Any) -> None:
+        # One-shot messages must not overtake the patches deferred before them.
+        sink = _sinks.get(self._FletApp__session)  # type: ignore[attr-defined]
+        if sink is not None and message.action in _ORDERED_ACTIONS:
+            sink.flush()
+        original_send_message(self, message)
+
+    def page(self: BaseControl) -> Page:
+        try:
+            return original_page(self)
+        except RuntimeError:
+            # Added by a still-deferred patch, so not mounted yet: send the
+            # pending patches (which mount it) and look again.
+            current = _context_page.get()
+            sink = _sinks.get(current.session) if current is not None else None
+            if sink is None:
+                raise
+            sink.flush()
+            return original_page(self)
+
+    Session.patch_control = patch_control  # type: ignore[method-assign]
+    FletApp.send_message = send_message  # type: ignore[method-assign]
+    BaseControl.page = property(  # type: ignore[method-assign,assignment]
+        functools.wraps(original_page)(page)
+    )
     FletApp.handle = handle  # type: ignore[method-assign]
     FletApp._FletApp__send_loop = send_loop  # type: ignore[attr-defined]
     FletApp._FletApp__receive_loop = receive_loop  # type: ignore[attr-defined]
@@ -215,12 +287,28 @@ def is_connected(session: Session) -> bool:
     return session.connection is not None
 
 
-def send_backlog() -> Iterator[tuple[int, int]]:
-    """(frames, bytes) queued but not yet written, per live socket."""
-    for app in list(_live_apps):
-        queue = app._FletApp__send_queue  # type: ignore[attr-defined]
-        if isinstance(queue, SendQueue):
-            yield queue.qsize(), queue.backlog_bytes
+def _transport_section() -> dict[str, int]:
+    queues = [app._FletApp__send_queue for app in list(_live_apps)]  # type: ignore[attr-defined]
+    queues = [q for q in queues if isinstance(q, SendQueue)]
+    return {
+        "sockets": len(queues),
+        "backlog_frames": sum(q.qsize() for q in queues),
+        "backlog_bytes": sum(q.backlog_bytes for q in queues),
+    }
+
+
+register_section("transport", _transport_section)
+
+
+def send_queue(session: Session) -> SendQueue | None:
+    """The outbound queue of the session's live socket, if connected."""
+    queue = getattr(session.connection, "_FletApp__send_queue", None)
+    return queue if isinstance(queue, SendQueue) else None
+
+
+def patch_now(session: Session, control: BaseControl) -> None:
+    """Diff and send `control` at once, bypassing any patch sink."""
+    Session.patch_control.__wrapped__(session, control)  # type: ignore[attr-defined]
 
 
 async def close_session(session: Session) -> None:
@@ -234,6 +322,12 @@ async def close_session(session: Session) -> None:
 def control_page(control: BaseControl) -> Page | None:
     """The page a control is mounted on, or None."""
     try:
-        return control.page  # type: ignore[return-value]
+        return control.page
     except RuntimeError:
         return None
+
+
+def loop_of(session: Session) -> asyncio.AbstractEventLoop | None:
+    """The event loop serving the session's socket, if connected."""
+    connection = session.connection
+    return connection.loop if connection is not None else None

@@ -8,10 +8,28 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Histogram", "counters", "register_section", "stats"]
+from opentelemetry import metrics as otel
+
+__all__ = ["Histogram", "count", "counters", "register_section", "stats"]
 
 counters: Counter[str] = Counter()
 """Monotonic event counts, e.g. `counters["offload.completed"]`."""
+
+_meter = otel.get_meter("flet_resilient")
+_otel_counters: dict[str, otel.Counter] = {}
+
+
+def count(name: str, n: int = 1) -> None:
+    """Add `n` to counter `name` in `stats()` and as an OpenTelemetry counter
+    `flet_resilient.<name>` (a no-op unless the app configures an SDK)."""
+    counters[name] += n
+    instrument = _otel_counters.get(name)
+    if instrument is None:
+        instrument = _otel_counters[name] = _meter.create_counter(
+            f"flet_resilient.{name}"
+        )
+    instrument.add(n)
+
 
 _sections: dict[str, Callable[[], dict[str, Any]]] = {}
 

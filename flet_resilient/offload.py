@@ -22,7 +22,7 @@ import anyio
 
 from flet_resilient import adapter
 from flet_resilient.errors import JobCancelled, JobDropped, OffloadTimeout
-from flet_resilient.metrics import counters, register_section
+from flet_resilient.metrics import count, register_section
 from flet_resilient.slots import POLICIES, FairSlots, Policy
 from flet_resilient.workers import (
     Call,
@@ -193,7 +193,7 @@ class _Job:
         session_id = page.session.id if page is not None else None
         backend = _backends.for_call(self.kind, self.executor)
         gate = self._gate(session_id)
-        counters["offload.calls"] += 1
+        count("offload.calls")
         with anyio.CancelScope() as scope:
             if session_id is not None:
                 _session_jobs[session_id].add(scope)
@@ -201,23 +201,23 @@ class _Job:
                 async with gate.slot(), backend.slots.slot(session_id):
                     result = await backend.run(call, self.timeout)
             except TimeoutError as exc:
-                counters["offload.timeouts"] += 1
+                count("offload.timeouts")
                 raise OffloadTimeout(
                     f"{self.name}() ran longer than its timeout of {self.timeout} s "
                     "and was stopped"
                 ) from exc
             except JobDropped:
-                counters["offload.dropped"] += 1
+                count("offload.dropped")
                 raise
             except Exception:
-                counters["offload.failed"] += 1
+                count("offload.failed")
                 raise
             finally:
                 self._forget(session_id, scope, gate)
         if scope.cancelled_caught:
-            counters["offload.cancelled"] += 1
+            count("offload.cancelled")
             raise JobCancelled(f"{self.name}() was cancelled: its session closed")
-        counters["offload.completed"] += 1
+        count("offload.completed")
         return result
 
     def _gate(self, session_id: str | None) -> FairSlots:

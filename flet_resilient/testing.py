@@ -151,12 +151,14 @@ class FletClient:
         user_agent: str = "flet-resilient-test-client",
         route: str = "/",
         on_invoke: Callable[[str, Any], Any] | None = None,
+        recv_buffer: int | None = None,
     ) -> None:
         self.ws_url = ws_url
         self.session_id = session_id
         self.user_agent = user_agent
         self.route = route
         self.on_invoke = on_invoke or (lambda name, args: None)
+        self.recv_buffer = recv_buffer
         self.page: dict[str, Any] = {}
         self.controls: dict[int, dict[str, Any]] = {}
         self.frames: list[Frame] = []
@@ -166,11 +168,22 @@ class FletClient:
         self._changed = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
+        self._reading = asyncio.Event()
+        self._reading.set()
 
     async def connect(self) -> FletClient:
         """Open the socket, register, and wait for the initial page."""
+        sock = None
+        if self.recv_buffer is not None:
+            # A fixed receive buffer (no loopback autotuning to ~30 MB), so a
+            # client that stops reading backs up the server like a phone would.
+            host, port = self.ws_url.split("//")[1].split("/")[0].rsplit(":", 1)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.recv_buffer)
+            await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
         self.ws = await websockets.connect(
             self.ws_url,
+            sock=sock,
             user_agent_header=self.user_agent,
             max_size=None,
             ping_interval=None,
@@ -201,6 +214,7 @@ class FletClient:
         assert self.ws is not None
         try:
             async for raw in self.ws:
+                await self._reading.wait()
                 if isinstance(raw, str) or not raw or raw[0] != 0:
                     continue
                 action, body = decode(raw)
@@ -224,10 +238,10 @@ class FletClient:
         elif action == Action.PATCH_CONTROL:
             apply_patch(self.controls[body["id"]], body["patch"], self._index)
         elif action == Action.INVOKE_METHOD:
-            self.invocations.append((body["name"], body["args"]))
+            self.invocations.append((body["name"], body.get("args")))
             result, error = None, None
             try:
-                result = self.on_invoke(body["name"], body["args"])
+                result = self.on_invoke(body["name"], body.get("args"))
             except Exception as exc:
                 error = str(exc)
             await self.send(
@@ -309,6 +323,17 @@ class FletClient:
         await self.send(
             Action.UPDATE_CONTROL_PROPS, {"id": control["_i"], "props": props}
         )
+
+    def stop_reading(self) -> None:
+        """Behave like a stalled client: stop reading the socket (TCP backs up)."""
+        assert self.ws is not None
+        self._reading.clear()
+        self.ws.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        assert self.ws is not None
+        self._reading.set()
+        self.ws.transport.resume_reading()
 
     async def close(self) -> None:
         """Close the socket cleanly."""

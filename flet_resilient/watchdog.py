@@ -17,7 +17,7 @@ import traceback
 import weakref
 from typing import Any
 
-from flet_resilient.metrics import Histogram, counters, register_section
+from flet_resilient.metrics import Histogram, count, counters, register_section
 
 __all__ = ["LoopWatchdog", "watch_loop"]
 
@@ -63,8 +63,10 @@ class LoopWatchdog:
 
     def _report(self) -> None:
         frame = sys._current_frames().get(self._loop_thread)
-        stack = "".join(traceback.format_stack(frame, limit=8)) if frame else "?"
-        counters["loop.stalls"] += 1
+        if frame is None or self._task.done():
+            return  # the loop is shutting down, not stalled
+        stack = "".join(traceback.format_stack(frame, limit=8))
+        count("loop.stalls")
         self.stalls = [*self.stalls[-9:], stack]
         logger.warning(
             "event loop blocked for more than %.0f ms; it is running:\n%s",

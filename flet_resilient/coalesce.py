@@ -1,0 +1,182 @@
+"""Coalesce `update()` calls into at most `max_hz` patch batches per second.
+
+Every `update()` in a coalesced session only marks its control dirty. An
+isolated change is sent at once (leading edge); changes inside the window are
+merged and sent when it ends (trailing edge), so the final state always
+arrives. A dirty control whose ancestor is also dirty is covered by the
+ancestor's diff. One-shot messages (`invoke_method`, errors) first flush what
+was deferred before them, so order is kept. While the client's outbound
+backlog is above `max_backlog_bytes`, flushes wait (state keeps merging) and
+the rate halves until the client drains it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from flet.controls.base_control import BaseControl
+from flet.controls.page import Page
+from flet.messaging.session import Session
+
+from flet_resilient import adapter
+from flet_resilient.mainwrap import Main, wrap_main
+from flet_resilient.metrics import count, register_section
+
+__all__ = ["Coalescer", "coalesce_page", "coalesce_updates"]
+
+logger = logging.getLogger("flet_resilient.coalesce")
+
+MAX_SLOWDOWN = 16
+"""A backlogged session's rate drops to at most max_hz / MAX_SLOWDOWN."""
+
+_coalescers: weakref.WeakKeyDictionary[Session, Coalescer] = weakref.WeakKeyDictionary()
+
+
+class Coalescer:
+    """The patch sink of one session: dirty set, flush timer, adaptive rate."""
+
+    def __init__(self, session: Session, max_hz: float, max_backlog_bytes: int) -> None:
+        self._session = weakref.ref(session)
+        self.min_interval = 1 / max_hz
+        self.interval = self.min_interval
+        self.max_backlog_bytes = max_backlog_bytes
+        self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._dirty: dict[int, BaseControl] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_flush = -float("inf")
+        self.batches = 0
+        self.coalesced = 0
+
+    def defer(self, control: BaseControl) -> None:
+        if threading.get_ident() != self._loop_thread:
+            # A worker thread's update(): diff it on the loop, promptly.
+            self.loop.call_soon_threadsafe(self.defer, control)
+            return
+        session = self._session()
+        if session is None or session.connection is None:
+            count("coalesce.skipped_disconnected")
+            return  # the full page is sent on reconnect anyway
+        if id(control) in self._dirty:
+            self.coalesced += 1
+            count("coalesce.merged")
+        self._dirty[id(control)] = control
+        if self._timer is None:
+            delay = self._last_flush + self.interval - time.monotonic()
+            if delay <= 0:
+                self.flush()  # leading edge: an isolated change goes out now
+            else:
+                self._timer = self.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.backlog_bytes() > self.max_backlog_bytes:
+            # The client is not keeping up: keep merging, slow down.
+            self.interval = min(self.interval * 2, self.min_interval * MAX_SLOWDOWN)
+            count("coalesce.backpressure_waits")
+            self._timer = self.loop.call_later(self.interval, self._on_timer)
+            return
+        self.interval = max(self.interval / 2, self.min_interval)
+        self.flush()
+
+    def backlog_bytes(self) -> int:
+        session = self._session()
+        queue = adapter.send_queue(session) if session is not None else None
+        return queue.backlog_bytes if queue is not None else 0
+
+    def flush(self) -> None:
+        """Diff and send every dirty control now (ancestors cover descendants)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        dirty, self._dirty = self._dirty, {}
+        self._last_flush = time.monotonic()
+        session = self._session()
+        if not dirty or session is None:
+            return
+        self.batches += 1
+        count("coalesce.batches")
+        for control in dirty.values():
+            if _has_dirty_ancestor(control, dirty):
+                continue
+            if adapter.control_page(control) is not session.page:
+                continue  # removed from the page since it was marked
+            adapter.patch_now(session, control)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "coalesced": self.coalesced,
+            "pending": len(self._dirty),
+            "rate_hz": round(1 / self.interval, 2),
+            "backlog_bytes": self.backlog_bytes(),
+        }
+
+
+def _has_dirty_ancestor(control: BaseControl, dirty: dict[int, BaseControl]) -> bool:
+    parent = control.parent
+    while parent is not None:
+        if id(parent) in dirty:
+            return True
+        parent = parent.parent
+    return False
+
+
+def _validate(max_hz: float, max_backlog_bytes: int) -> None:
+    if isinstance(max_hz, bool) or not isinstance(max_hz, (int, float)) or max_hz <= 0:
+        raise ValueError(f"max_hz must be a number > 0, got {max_hz!r}")
+    if not isinstance(max_backlog_bytes, int) or max_backlog_bytes < 0:
+        raise ValueError(
+            f"max_backlog_bytes must be an int >= 0, got {max_backlog_bytes!r}"
+        )
+
+
+def coalesce_page(
+    page: Page, max_hz: float = 20, *, max_backlog_bytes: int = 1 << 20
+) -> Coalescer:
+    """Coalesce every `update()` of this page's session (call from main)."""
+    _validate(max_hz, max_backlog_bytes)
+    session = page.session
+    coalescer = Coalescer(session, max_hz, max_backlog_bytes)
+    _coalescers[session] = coalescer
+    adapter.set_patch_sink(session, coalescer)
+    return coalescer
+
+
+def coalesce_updates(
+    max_hz: float = 20, *, max_backlog_bytes: int = 1 << 20
+) -> Callable[[Main], Main]:
+    """Decorate `main(page)`: at most `max_hz` patch batches/s per session,
+    final state always delivered, bounded backlog for slow clients."""
+    if callable(max_hz):
+        raise TypeError("use @coalesce_updates() or @coalesce_updates(max_hz=...)")
+    _validate(max_hz, max_backlog_bytes)
+
+    def decorate(main: Main) -> Main:
+        return wrap_main(
+            main,
+            lambda page: coalesce_page(
+                page, max_hz, max_backlog_bytes=max_backlog_bytes
+            ),
+            "coalesce_updates",
+        )
+
+    return decorate
+
+
+def _section() -> dict[str, Any]:
+    sessions = {s.id: c.snapshot() for s, c in list(_coalescers.items())}
+    return {
+        "sessions": len(sessions),
+        "backlog_bytes": sum(c["backlog_bytes"] for c in sessions.values()),
+        "per_session": sessions,
+    }
+
+
+register_section("coalesce", _section)

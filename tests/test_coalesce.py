@@ -1,0 +1,159 @@
+"""Coalesced updates over the real protocol: frame bounds, final state, order."""
+
+import asyncio
+import time
+
+import flet as ft
+import pytest
+
+from flet_resilient import coalesce_updates, stats
+from flet_resilient.testing import Action, FletClient, FletServer
+
+MAX_HZ = 20
+
+
+def maybe_coalesced(main, coalesced: bool):
+    return coalesce_updates(max_hz=MAX_HZ)(main) if coalesced else main
+
+
+def tight_loop_app(page: ft.Page) -> None:
+    value = ft.Text("0", key="value")
+
+    def burst(e: ft.Event) -> None:
+        for n in range(1, 1001):
+            value.value = str(n)
+            value.update()
+
+    page.add(value, ft.Button("burst", key="burst", on_click=burst))
+
+
+@pytest.mark.parametrize("coalesced", [True, False], ids=["coalesced", "plain"])
+async def test_tight_update_loop_sends_few_frames_and_the_final_value(coalesced):
+    async with (
+        FletServer(maybe_coalesced(tight_loop_app, coalesced)) as server,
+        FletClient(server.ws_url) as user,
+    ):
+        await user.wait_for(lambda: user.value("value") == "0")
+        before = len(user.patch_frames())
+        started = time.monotonic()
+        await user.click("burst")
+        await user.wait_for(lambda: user.value("value") == "1000", timeout=30)
+        duration = time.monotonic() - started
+        await asyncio.sleep(0.3)  # nothing more may trickle in
+        frames = len(user.patch_frames()) - before
+    bound = duration * MAX_HZ + 2
+    assert (frames <= bound) is coalesced, (frames, bound)
+    assert user.value("value") == "1000"
+
+
+def producer_app(page: ft.Page) -> None:
+    value = ft.Text("0", key="value")
+    page.add(value)
+
+    async def produce() -> None:  # 200 Hz for 2 s
+        for n in range(1, 401):
+            value.value = str(n)
+            value.update()
+            await asyncio.sleep(0.005)
+
+    page.run_task(produce)
+
+
+@pytest.mark.parametrize("coalesced", [True, False], ids=["coalesced", "plain"])
+async def test_200hz_producer_is_capped_at_max_hz(coalesced):
+    async with (
+        FletServer(maybe_coalesced(producer_app, coalesced)) as server,
+        FletClient(server.ws_url) as user,
+    ):
+        started = time.monotonic()
+        await user.wait_for(lambda: user.value("value") == "400", timeout=30)
+        duration = time.monotonic() - started
+        await asyncio.sleep(0.3)
+        frames = len(user.patch_frames())
+    # 2 s at 20 Hz: at most 42 frames, stretched if the producer ran slower.
+    bound = max(duration, 2) * MAX_HZ + 2
+    assert (frames <= bound) is coalesced, (frames, bound)
+    assert user.value("value") == "400"
+
+
+@coalesce_updates(max_hz=MAX_HZ)
+def ordered_app(page: ft.Page) -> None:
+    items = ft.Column(key="items")
+
+    async def shuffle(e: ft.Event) -> None:
+        for n in range(5):
+            items.controls.append(ft.Text(f"item {n}"))
+            items.update()
+        items.controls.pop(1)
+        items.update()
+        items.controls.insert(0, ft.Text("first"))
+        items.update()
+        field = ft.TextField(key="field")
+        items.controls.append(field)
+        items.update()
+        await field.focus()  # a one-shot message right after a deferred add
+        field.value = "focused"
+        field.update()
+
+    page.add(items, ft.Button("go", key="go", on_click=shuffle))
+
+
+async def test_adds_removes_and_invoke_method_keep_their_order():
+    async with FletServer(ordered_app) as server, FletClient(server.ws_url) as user:
+        await user.click("go")
+        await user.wait_for(lambda: user.value("field") == "focused")
+        labels = [c.get("value") for c in user.find("items")["controls"]]
+        field_id = user.find("field")["_i"]
+        assert not user.errors
+    assert labels == ["first", "item 0", "item 2", "item 3", "item 4", "focused"]
+    kinds = [
+        ("invoke" if f.action == Action.INVOKE_METHOD else "patch", f.body)
+        for f in user.frames
+        if f.action in (Action.PATCH_CONTROL, Action.INVOKE_METHOD)
+    ]
+    first_invoke = next(i for i, (k, _) in enumerate(kinds) if k == "invoke")
+    assert kinds[first_invoke][1]["control_id"] == field_id
+    # The patch that added the field reached the client before the focus call.
+    assert any(f"'_i': {field_id}" in repr(body) for _, body in kinds[:first_invoke])
+
+
+@coalesce_updates(max_hz=MAX_HZ)
+def threaded_app(page: ft.Page) -> None:
+    value = ft.Text("0", key="value")
+
+    def work() -> None:
+        for n in range(1, 301):
+            value.value = str(n)
+            value.update()  # from a worker thread
+
+    page.add(value, ft.Button("go", key="go", on_click=lambda e: page.run_thread(work)))
+
+
+async def test_updates_from_a_worker_thread_are_delivered():
+    async with FletServer(threaded_app) as server, FletClient(server.ws_url) as user:
+        await user.click("go")
+        await user.wait_for(lambda: user.value("value") == "300")
+        assert len(user.patch_frames()) < 300
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="max_hz"):
+        coalesce_updates(max_hz=0)
+    with pytest.raises(TypeError, match="coalesce_updates"):
+        coalesce_updates(tight_loop_app)
+    with pytest.raises(TypeError, match="main"):
+        coalesce_updates()(42)
+
+
+async def test_stats_report_batches_and_merges():
+    async with (
+        FletServer(maybe_coalesced(tight_loop_app, True)) as server,
+        FletClient(server.ws_url) as user,
+    ):
+        await user.click("burst")
+        await user.wait_for(lambda: user.value("value") == "1000")
+        section = stats()["coalesce"]
+        assert section["sessions"] >= 1
+        mine = section["per_session"][user.session_id]
+        assert mine["coalesced"] >= 990
+        assert mine["pending"] == 0
