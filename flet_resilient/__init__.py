@@ -17,6 +17,7 @@ from flet_resilient.errors import (
 from flet_resilient.handlers import debounce, throttle
 from flet_resilient.metrics import stats
 from flet_resilient.offload import Offloaded, configure_offload, offload
+from flet_resilient.reconnect import buffer_reconnects, connected, is_connected
 from flet_resilient.watchdog import watch_loop
 
 __all__ = [
@@ -28,10 +29,13 @@ __all__ = [
     "ResilientError",
     "UnsupportedFletVersion",
     "WorkerCrashed",
+    "buffer_reconnects",
     "coalesce_page",
     "coalesce_updates",
     "configure_offload",
+    "connected",
     "debounce",
+    "is_connected",
     "offload",
     "stats",
     "throttle",

@@ -21,13 +21,14 @@ import threading
 import weakref
 from collections.abc import Callable
 from importlib.metadata import version
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+import msgpack
 from flet.controls.base_control import BaseControl
 from flet.controls.context import _context_page
 from flet.controls.control_event import Event
 from flet.controls.page import Page
-from flet.messaging.protocol import MessageAction
+from flet.messaging.protocol import MessageAction, configure_encode_object_for_msgpack
 from flet.messaging.session import Session
 from flet_web.fastapi.flet_app import FletApp, app_manager
 
@@ -40,7 +41,7 @@ __all__ = [
     "close_session",
     "current_page",
     "is_flet_event",
-    "on_session_closed",
+    "on_session",
     "sessions",
 ]
 
@@ -119,13 +120,27 @@ class _SendQueueSlot:
 
 # --- session lifecycle --------------------------------------------------------
 
-_close_hooks: list[Callable[[Session], None]] = []
+SessionEvent = Literal["attached", "disconnected", "closed"]
+_hooks: dict[str, list[Callable[[Session], None]]] = {
+    "attached": [],
+    "disconnected": [],
+    "closed": [],
+}
 
 
-def on_session_closed(hook: Callable[[Session], None]) -> None:
-    """Call `hook(session)` when Flet closes a session (expiry or eviction)."""
-    if hook not in _close_hooks:
-        _close_hooks.append(hook)
+def on_session(event: SessionEvent, hook: Callable[[Session], None]) -> None:
+    """Call `hook(session)` (on the loop) when a session is re-attached to a
+    socket, loses its socket, or is closed by Flet (expiry or eviction)."""
+    if hook not in _hooks[event]:
+        _hooks[event].append(hook)
+
+
+def _run_hooks(event: SessionEvent, session: Session) -> None:
+    for hook in list(_hooks[event]):
+        try:
+            hook(session)
+        except Exception:
+            logger.exception("session %s hook %r failed", event, hook)
 
 
 def _session_key(app: FletApp) -> str | None:
@@ -162,6 +177,90 @@ def set_patch_sink(session: Session, sink: PatchSink | None) -> None:
 _ORDERED_ACTIONS = (MessageAction.INVOKE_METHOD, MessageAction.SESSION_CRASHED)
 
 
+class Outbox(Protocol):
+    """Sees every message a session sends (see `reconnect`)."""
+
+    def capture(self, message: Any) -> bool:
+        """Look at an outgoing message; True means it was kept, not sent."""
+
+    def answered(self, call_id: str) -> None:
+        """The client answered the `invoke_method` call `call_id`."""
+
+
+_outboxes: weakref.WeakKeyDictionary[Session, Outbox] = weakref.WeakKeyDictionary()
+
+
+def set_outbox(session: Session, outbox: Outbox | None) -> None:
+    """Show the session's outgoing messages to `outbox` (None: stop)."""
+    if outbox is None:
+        _outboxes.pop(session, None)
+    else:
+        _outboxes[session] = outbox
+
+
+class ReconnectPolicy(Protocol):
+    """Server-level reconnect options an app's `main` carries (see `reconnect`)."""
+
+    bind_ip: bool
+
+
+POLICY_ATTRIBUTE = "__flet_resilient_reconnect__"
+
+
+def _policy(app: FletApp) -> ReconnectPolicy | None:
+    main = app._FletApp__main  # type: ignore[attr-defined]
+    return getattr(main, POLICY_ATTRIBUTE, None)
+
+
+_session_mains: weakref.WeakKeyDictionary[Session, Any] = weakref.WeakKeyDictionary()
+
+
+async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
+    """Check a REGISTER_CLIENT that names an existing session.
+
+    A session belongs to the app (`main`) that created it: any other app
+    presenting its id gets a fresh session instead. With `buffer_reconnects`,
+    the owning app takes a session over from a stale, still-attached socket,
+    which Flet would otherwise answer with a brand-new session.
+    """
+    key = app._FletApp__get_unique_session_id(body["session_id"])  # type: ignore[attr-defined]
+    candidate = await app_manager.get_session(key)
+    if candidate is None:
+        return
+    main = app._FletApp__main  # type: ignore[attr-defined]
+    if _session_mains.get(candidate, main) is not main:
+        count("reconnect.takeovers_refused")
+        logger.warning("refused session %s to another app", body["session_id"])
+        body["session_id"] = None
+        return
+    stale = candidate.connection
+    if stale is None or stale is app or _policy(app) is None:
+        return
+    count("reconnect.takeovers")
+    logger.info("session %s taken over from a stale socket", body["session_id"])
+    websocket = stale._FletApp__websocket  # type: ignore[attr-defined]
+    await app_manager.disconnect_session(
+        key,
+        stale._FletApp__session_timeout_seconds,  # type: ignore[attr-defined]
+    )
+    if websocket is not None:
+        _background(websocket.close())
+
+
+_background_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _background(coro: Any) -> None:
+    task = asyncio.ensure_future(_quietly(coro))
+    _background_tasks.add(task)
+    task.add_done_callback(_background_tasks.discard)
+
+
+async def _quietly(coro: Any) -> None:
+    with contextlib.suppress(Exception):
+        await coro
+
+
 def _install() -> None:
     if getattr(FletApp, "_flet_resilient_installed", False):
         return
@@ -172,6 +271,12 @@ def _install() -> None:
     original_send_loop = FletApp._FletApp__send_loop  # type: ignore[attr-defined]
     original_receive_loop = FletApp._FletApp__receive_loop  # type: ignore[attr-defined]
     original_close = Session.close
+    original_attach = Session.attach_connection
+    original_disconnect = Session.disconnect
+    original_session_send = Session._Session__send_message  # type: ignore[attr-defined]
+    original_invoke_results = Session.handle_invoke_method_results
+    original_on_message = FletApp._FletApp__on_message  # type: ignore[attr-defined]
+    original_unique_id = FletApp._FletApp__get_unique_session_id  # type: ignore[attr-defined]
     original_patch_control = Session.patch_control
     original_send_message = FletApp.send_message
     original_page = BaseControl.page.fget  # type: ignore[attr-defined]
@@ -214,11 +319,56 @@ def _install() -> None:
     @functools.wraps(original_close)
     def close(self: Session) -> None:
         original_close(self)
-        for hook in list(_close_hooks):
-            try:
-                hook(self)
-            except Exception:
-                logger.exception("session-closed hook %r failed", hook)
+        _run_hooks("closed", self)
+
+    @functools.wraps(original_attach)
+    def attach_connection(self: Session, conn: Any) -> None:
+        original_attach(self, conn)
+        _run_hooks("attached", self)
+
+    @functools.wraps(original_disconnect)
+    async def disconnect(self: Session, session_timeout_seconds: int) -> None:
+        await original_disconnect(self, session_timeout_seconds)
+        _run_hooks("disconnected", self)
+
+    @functools.wraps(original_session_send)
+    def session_send(self: Session, message: Any) -> None:
+        outbox = _outboxes.get(self)
+        if outbox is None or not outbox.capture(message):
+            original_session_send(self, message)
+
+    @functools.wraps(original_invoke_results)
+    def invoke_results(
+        self: Session, control_id: int, call_id: str, *rest: Any
+    ) -> None:
+        outbox = _outboxes.get(self)
+        if outbox is not None:
+            outbox.answered(call_id)
+        original_invoke_results(self, control_id, call_id, *rest)
+
+    @functools.wraps(original_on_message)
+    async def on_message(self: FletApp, data: Any) -> None:
+        registering = data[0] == MessageAction.REGISTER_CLIENT.value
+        if registering and data[1].get("session_id"):
+            await _vet_register(self, data[1])
+        await original_on_message(self, data)
+        session = self._FletApp__session  # type: ignore[attr-defined]
+        if registering and session is not None:
+            _session_mains.setdefault(session, self._FletApp__main)  # type: ignore[attr-defined]
+
+    @functools.wraps(original_unique_id)
+    def unique_session_id(self: FletApp, session_id: str) -> str:
+        policy = _policy(self)
+        if policy is None or policy.bind_ip:
+            return original_unique_id(self, session_id)
+        # Key the session by page + id + User-Agent only: a phone whose IP
+        # changes (Wi-Fi -> cellular) keeps its session.
+        ip = self._FletApp__client_ip  # type: ignore[attr-defined]
+        self._FletApp__client_ip = ""  # type: ignore[attr-defined]
+        try:
+            return original_unique_id(self, session_id)
+        finally:
+            self._FletApp__client_ip = ip  # type: ignore[attr-defined]
 
     @functools.wraps(original_patch_control)
     def patch_control(
@@ -260,6 +410,12 @@ def _install() -> None:
     FletApp._FletApp__send_loop = send_loop  # type: ignore[attr-defined]
     FletApp._FletApp__receive_loop = receive_loop  # type: ignore[attr-defined]
     Session.close = close  # type: ignore[method-assign]
+    Session.attach_connection = attach_connection  # type: ignore[method-assign]
+    Session.disconnect = disconnect  # type: ignore[method-assign]
+    Session._Session__send_message = session_send  # type: ignore[attr-defined]
+    Session.handle_invoke_method_results = invoke_results  # type: ignore[method-assign]
+    FletApp._FletApp__on_message = on_message  # type: ignore[attr-defined]
+    FletApp._FletApp__get_unique_session_id = unique_session_id  # type: ignore[attr-defined]
 
 
 _install()
@@ -327,7 +483,33 @@ def control_page(control: BaseControl) -> Page | None:
         return None
 
 
-def loop_of(session: Session) -> asyncio.AbstractEventLoop | None:
-    """The event loop serving the session's socket, if connected."""
-    connection = session.connection
-    return connection.loop if connection is not None else None
+_encode = configure_encode_object_for_msgpack(BaseControl)
+
+
+def message_size(message: Any) -> int:
+    """Bytes a protocol message takes on the wire."""
+    return 1 + len(msgpack.packb([message.action, message.body], default=_encode))
+
+
+def invoke_call(message: Any) -> tuple[int, str] | None:
+    """(control_id, call_id) of an `invoke_method` request, else None."""
+    if message.action != MessageAction.INVOKE_METHOD:
+        return None
+    return message.body.control_id, message.body.call_id
+
+
+def is_one_shot(message: Any) -> bool:
+    """Messages a reconnect's full-page resend does not recover."""
+    return message.action in _ORDERED_ACTIONS
+
+
+def fail_invoke(session: Session, control_id: int, call_id: str, error: str) -> None:
+    """Make a pending `invoke_method` caller raise `RuntimeError(error)`."""
+    with contextlib.suppress(RuntimeError):  # its control is gone already
+        session.handle_invoke_method_results(control_id, call_id, None, error)
+
+
+def resend(session: Session, message: Any) -> None:
+    """Send a message on the session's current socket (for replays)."""
+    if session.connection is not None:
+        session.connection.send_message(message)

@@ -132,7 +132,7 @@ def _cancel_session_jobs(session: Any) -> None:
         scope.cancel()
 
 
-adapter.on_session_closed(_cancel_session_jobs)
+adapter.on_session("closed", _cancel_session_jobs)
 register_section("offload", _backends.section)
 
 

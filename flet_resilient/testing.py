@@ -22,7 +22,7 @@ import uvicorn
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-__all__ = ["Action", "FletClient", "FletServer", "Frame", "wait_until"]
+__all__ = ["Action", "FaultProxy", "FletClient", "FletServer", "Frame", "wait_until"]
 
 T = TypeVar("T")
 
@@ -152,6 +152,7 @@ class FletClient:
         route: str = "/",
         on_invoke: Callable[[str, Any], Any] | None = None,
         recv_buffer: int | None = None,
+        source_ip: str | None = None,
     ) -> None:
         self.ws_url = ws_url
         self.session_id = session_id
@@ -159,6 +160,7 @@ class FletClient:
         self.route = route
         self.on_invoke = on_invoke or (lambda name, args: None)
         self.recv_buffer = recv_buffer
+        self.source_ip = source_ip
         self.page: dict[str, Any] = {}
         self.controls: dict[int, dict[str, Any]] = {}
         self.frames: list[Frame] = []
@@ -174,12 +176,16 @@ class FletClient:
     async def connect(self) -> FletClient:
         """Open the socket, register, and wait for the initial page."""
         sock = None
-        if self.recv_buffer is not None:
-            # A fixed receive buffer (no loopback autotuning to ~30 MB), so a
-            # client that stops reading backs up the server like a phone would.
+        if self.recv_buffer is not None or self.source_ip is not None:
             host, port = self.ws_url.split("//")[1].split("/")[0].rsplit(":", 1)
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.recv_buffer)
+            sock.setblocking(False)
+            if self.recv_buffer is not None:
+                # A fixed receive buffer (no loopback autotuning to ~30 MB), so
+                # a client that stops reading backs up the server like a phone.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.recv_buffer)
+            if self.source_ip is not None:  # e.g. 127.0.0.2: "another network"
+                sock.bind((self.source_ip, 0))
             await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
         self.ws = await websockets.connect(
             self.ws_url,
@@ -355,6 +361,89 @@ async def wait_until(
     with anyio.fail_after(timeout):
         while not _holds(predicate):
             await anyio.sleep(interval)
+
+
+class FaultProxy:
+    """A loopback TCP proxy that breaks connections the ways networks do.
+
+    `blackhole()` makes current connections silently lose everything in both
+    directions while staying open (a half-open link: neither side sees a FIN);
+    `cut()` resets them. New connections are always forwarded, so a client
+    "moving to another network" just connects again through the proxy.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._links: list[_Link] = []
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def start(self) -> FaultProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        up_reader, up_writer = await asyncio.open_connection(
+            "127.0.0.1", self.upstream_port
+        )
+        link = _Link(writer, up_writer)
+        self._links.append(link)
+        await asyncio.gather(link.pump(reader, up_writer), link.pump(up_reader, writer))
+
+    def blackhole(self) -> None:
+        """Current connections go silent: bytes are swallowed, nothing closes."""
+        for link in self._links:
+            link.blackholed = True
+
+    def cut(self) -> None:
+        """Reset current connections abruptly (both sides see an error)."""
+        for link in self._links:
+            link.abort()
+        self._links.clear()
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> FaultProxy:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+class _Link:
+    def __init__(self, *writers: asyncio.StreamWriter) -> None:
+        self.writers = writers
+        self.blackholed = False
+
+    async def pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while data := await source.read(65536):
+                if self.blackholed:
+                    continue  # lost in transit
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if not self.blackholed:
+                self.abort()
+
+    def abort(self) -> None:
+        for writer in self.writers:
+            writer.transport.abort()
 
 
 def _holds(predicate: Callable[[], Any]) -> bool:

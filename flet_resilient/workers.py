@@ -132,9 +132,11 @@ class _Worker:
         future = None
         try:
             if self._pid is None:  # a running call can only be killed by its pid
-                self._pid = await asyncio.wrap_future(
-                    self._pool.submit(warm_up, reference[0])
+                # The first submit starts the process: keep that off the loop.
+                warming = await anyio.to_thread.run_sync(
+                    self._pool.submit, warm_up, reference[0]
                 )
+                self._pid = await asyncio.wrap_future(warming)
             future = self._pool.submit(call_by_reference, *reference)
             with anyio.fail_after(timeout):
                 return await asyncio.wrap_future(future)

@@ -1,0 +1,272 @@
+"""Survive flaky networks: session takeover, bounded replay, paused producers.
+
+`@buffer_reconnects()` on `main(page)`:
+
+* a client re-registering with the id of a session whose old socket is still
+  attached (half-open after a Wi-Fi -> cellular switch) takes the session over
+  instead of getting a new one; by default the session key no longer includes
+  the client IP, so an IP change keeps the session too (User-Agent still binds);
+* one-shot messages (`invoke_method` calls, error reports) that a reconnect's
+  full-page resend cannot recover are kept, bounded by count, bytes and age
+  (`window`), and replayed after the reconnect; an `invoke_method` is kept
+  until the client answers it, so one sent into a dead socket is delivered
+  again on the new one (at least once), and its caller gets the result;
+* `await connected(page)` lets background producers pause while nobody listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import count as sequence
+from typing import Any, Literal
+
+import anyio
+from flet.controls.page import Page
+from flet.messaging.session import Session
+
+from flet_resilient import adapter
+from flet_resilient.mainwrap import Main, wrap_main
+from flet_resilient.metrics import count, register_section
+
+__all__ = ["ReplayBuffer", "buffer_reconnects", "connected", "is_connected"]
+
+logger = logging.getLogger("flet_resilient.reconnect")
+
+Overflow = Literal["drop_oldest", "reload"]
+OVERFLOWS: tuple[Overflow, ...] = ("drop_oldest", "reload")
+
+
+@dataclass(frozen=True)
+class ReconnectOptions:
+    """What `buffer_reconnects` was asked for (also read by the adapter)."""
+
+    window: float
+    max_messages: int
+    max_bytes: int
+    overflow: Overflow
+    bind_ip: bool
+
+
+@dataclass
+class _Entry:
+    message: Any
+    size: int
+    at: float
+    invoke: tuple[int, str] | None  # (control_id, call_id) of an invoke_method
+
+
+class ReplayBuffer:
+    """One session's kept one-shot messages, replayed on re-attach."""
+
+    def __init__(self, session: Session, options: ReconnectOptions) -> None:
+        self._session = weakref.ref(session)
+        self.options = options
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._calls: dict[str, int] = {}
+        self._seq = sequence()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # --- adapter.Outbox ---------------------------------------------------------
+
+    def capture(self, message: Any) -> bool:
+        session = self._session()
+        if session is None or not adapter.is_one_shot(message):
+            return False
+        offline = session.connection is None
+        invoke = adapter.invoke_call(message)
+        if offline or invoke is not None:
+            self._keep(message, invoke)
+        return offline  # Flet would drop it while disconnected: we keep it
+
+    def answered(self, call_id: str) -> None:
+        seq = self._calls.pop(call_id, None)
+        if seq is not None:
+            self._remove(seq)
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def replay(self) -> None:
+        """Re-send what is kept, in order, on the session's new socket."""
+        session = self._session()
+        if session is None:
+            return
+        self.expire()
+        for seq, entry in list(self._entries.items()):
+            adapter.resend(session, entry.message)
+            count("reconnect.replayed")
+            if entry.invoke is None:
+                self._remove(seq)  # invoke calls stay until answered
+
+    def expire(self) -> None:
+        """Drop what is older than `window`; its invoke callers get an error."""
+        deadline = time.monotonic() - self.options.window
+        while self._entries:
+            seq, entry = next(iter(self._entries.items()))
+            if entry.at >= deadline:
+                break
+            self._drop(seq, "reconnect.expired", "the client did not come back")
+
+    # --- bookkeeping -----------------------------------------------------------------
+
+    def _keep(self, message: Any, invoke: tuple[int, str] | None) -> None:
+        self.expire()
+        seq = next(self._seq)
+        entry = _Entry(message, adapter.message_size(message), time.monotonic(), invoke)
+        self._entries[seq] = entry
+        self.bytes += entry.size
+        if invoke is not None:
+            self._calls[invoke[1]] = seq
+        count("reconnect.buffered")
+        if (
+            len(self._entries) > self.options.max_messages
+            or self.bytes > self.options.max_bytes
+        ):
+            self._overflow()
+
+    def _overflow(self) -> None:
+        count("reconnect.overflows")
+        if self.options.overflow == "drop_oldest":
+            while len(self._entries) > self.options.max_messages or (
+                self.bytes > self.options.max_bytes and len(self._entries) > 1
+            ):
+                self._drop(next(iter(self._entries)), "reconnect.dropped", "overflow")
+            return
+        # "reload": give the session up; the client reloads into a fresh one.
+        for seq in list(self._entries):
+            self._drop(seq, "reconnect.dropped", "overflow, session reloaded")
+        session = self._session()
+        if session is not None:
+            logger.warning("replay buffer of %s overflowed: ending it", session.id)
+            asyncio.get_running_loop().create_task(adapter.close_session(session))
+
+    def _drop(self, seq: int, counter: str, why: str) -> None:
+        entry = self._remove(seq)
+        count(counter)
+        session = self._session()
+        if entry.invoke is not None and session is not None:
+            adapter.fail_invoke(
+                session,
+                *entry.invoke,
+                f"invoke_method not delivered: {why} (buffer_reconnects window "
+                f"{self.options.window} s)",
+            )
+
+    def _remove(self, seq: int) -> _Entry:
+        entry = self._entries.pop(seq)
+        self.bytes -= entry.size
+        if entry.invoke is not None:
+            self._calls.pop(entry.invoke[1], None)
+        return entry
+
+
+_buffers: weakref.WeakKeyDictionary[Session, ReplayBuffer] = weakref.WeakKeyDictionary()
+_presence: weakref.WeakKeyDictionary[Session, anyio.Event] = weakref.WeakKeyDictionary()
+
+
+def _on_attached(session: Session) -> None:
+    count("reconnect.reconnects")
+    _presence_event(session).set()
+    buffer = _buffers.get(session)
+    if buffer is not None:
+        buffer.replay()
+
+
+def _on_disconnected(session: Session) -> None:
+    count("reconnect.disconnects")
+    if _presence_event(session).is_set():
+        _presence[session] = anyio.Event()
+    buffer = _buffers.get(session)
+    if buffer is not None:  # expire what nobody came back for
+        asyncio.get_running_loop().call_later(buffer.options.window, buffer.expire)
+
+
+adapter.on_session("attached", _on_attached)
+adapter.on_session("disconnected", _on_disconnected)
+
+
+def _presence_event(session: Session) -> anyio.Event:
+    event = _presence.get(session)
+    if event is None:
+        event = _presence[session] = anyio.Event()
+        if session.connection is not None:
+            event.set()
+    return event
+
+
+def is_connected(page: Page) -> bool:
+    """Whether someone is connected to this page's session right now."""
+    return page.session.connection is not None
+
+
+async def connected(page: Page) -> None:
+    """Wait until the page's session has a live socket (returns at once if so).
+
+    Put `await connected(page)` at the top of a background loop so it pauses
+    while the user is away instead of diffing a page nobody sees.
+    """
+    if not is_connected(page):
+        await _presence_event(page.session).wait()
+
+
+def buffer_reconnects(
+    window: float = 30.0,
+    *,
+    max_messages: int = 100,
+    max_bytes: int = 256 * 1024,
+    overflow: Overflow = "drop_oldest",
+    bind_ip: bool = False,
+) -> Callable[[Main], Main]:
+    """Decorate `main(page)` so sessions survive drops of up to `window` s.
+
+    Args:
+        window: seconds one-shot messages are kept for a client that is away.
+        max_messages, max_bytes: bounds of each session's replay buffer.
+        overflow: "drop_oldest" (oldest kept messages are dropped, their
+            invoke callers get an error) or "reload" (the session is ended;
+            the returning client starts a fresh one).
+        bind_ip: keep Flet's binding of the session to the client IP
+            (default False: a changing mobile IP keeps the session).
+    """
+    if callable(window):
+        raise TypeError("use @buffer_reconnects() or @buffer_reconnects(window=...)")
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or window <= 0:
+        raise ValueError(f"window must be a number of seconds > 0, got {window!r}")
+    for name, value in (("max_messages", max_messages), ("max_bytes", max_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if overflow not in OVERFLOWS:
+        raise ValueError(f"overflow must be one of {OVERFLOWS}, got {overflow!r}")
+    options = ReconnectOptions(window, max_messages, max_bytes, overflow, bind_ip)
+
+    def install(page: Page) -> None:
+        buffer = ReplayBuffer(page.session, options)
+        _buffers[page.session] = buffer
+        adapter.set_outbox(page.session, buffer)
+
+    def decorate(main: Main) -> Main:
+        wrapped = wrap_main(main, install, "buffer_reconnects")
+        setattr(wrapped, adapter.POLICY_ATTRIBUTE, options)
+        return wrapped
+
+    return decorate
+
+
+def _section() -> dict[str, Any]:
+    buffers = list(_buffers.values())
+    return {
+        "sessions": len(buffers),
+        "buffered_messages": sum(len(b) for b in buffers),
+        "buffer_bytes": sum(b.bytes for b in buffers),
+    }
+
+
+register_section("reconnect", _section)

@@ -1,0 +1,215 @@
+"""Flaky networks through a loopback fault-injection proxy, real protocol."""
+
+import asyncio
+
+import flet as ft
+import pytest
+
+from flet_resilient import buffer_reconnects, connected, stats
+from flet_resilient.testing import FaultProxy, FletClient, FletServer, wait_until
+
+
+class App:
+    """A counter app recording how often main ran, with a focusable field."""
+
+    def __init__(self, decorated: bool, **options) -> None:
+        self.main_runs = 0
+        self.pages: list[ft.Page] = []
+        self.fields: list[ft.TextField] = []
+        self.main = (
+            buffer_reconnects(**options)(self._main) if decorated else self._main
+        )
+
+    def _main(self, page: ft.Page) -> None:
+        self.main_runs += 1
+        self.pages.append(page)
+        count = ft.Text("0", key="count")
+        field = ft.TextField(key="field")
+        self.fields.append(field)
+
+        def increment(e: ft.Event) -> None:
+            count.value = str(int(count.value) + 1)
+
+        page.add(count, field, ft.Button("+", key="inc", on_click=increment))
+
+
+async def count_to(user: FletClient, n: int, start: int = 0) -> None:
+    for i in range(start + 1, n + 1):
+        await user.click("inc")
+        await user.wait_for(lambda i=i: user.value("count") == str(i))
+
+
+@pytest.mark.parametrize("decorated", [True, False], ids=["buffered", "plain"])
+async def test_half_open_link_then_quick_reconnect_keeps_the_session(decorated):
+    app = App(decorated)
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await FletClient(proxy.ws_url).connect()
+        await count_to(phone, 3)
+        proxy.blackhole()  # Wi-Fi -> cellular: the old link goes silent
+        again = await FletClient(proxy.ws_url, session_id=phone.session_id).connect()
+        await again.wait_for(lambda: again.value("count") is not None)
+        same_session = again.session_id == phone.session_id
+        if same_session:
+            await again.click("inc")
+            await again.wait_for(lambda: again.value("count") == "4")
+        await again.close()
+    assert same_session is decorated
+    assert (app.main_runs == 1) is decorated
+    if decorated:
+        assert stats()["counters"]["reconnect.takeovers"] >= 1
+
+
+@pytest.mark.parametrize("decorated", [True, False], ids=["buffered", "plain"])
+async def test_invoke_method_sent_while_cut_off_is_delivered_after_reconnect(decorated):
+    app = App(decorated)
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await FletClient(proxy.ws_url).connect()
+        await count_to(phone, 1)
+        proxy.cut()
+        await wait_until(lambda: app.pages[0].session.connection is None)
+        focus = asyncio.ensure_future(server.call(app.fields[0].focus()))
+        await asyncio.sleep(0.3)
+        again = await FletClient(proxy.ws_url, session_id=phone.session_id).connect()
+        try:
+            await asyncio.wait_for(asyncio.shield(focus), timeout=5)
+            delivered = True
+        except TimeoutError:
+            delivered = False
+            focus.cancel()
+        await again.close()
+    assert delivered is decorated
+    assert (("focus", None) in again.invocations) is decorated
+
+
+async def test_invoke_method_lost_in_a_half_open_socket_is_replayed():
+    app = App(True)
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await FletClient(proxy.ws_url).connect()
+        await count_to(phone, 1)
+        proxy.blackhole()
+        # The server still believes the old socket is fine and sends into it.
+        focus = asyncio.ensure_future(server.call(app.fields[0].focus()))
+        await asyncio.sleep(0.3)
+        assert not focus.done()
+        again = await FletClient(proxy.ws_url, session_id=phone.session_id).connect()
+        await asyncio.wait_for(focus, timeout=10)
+        assert ("focus", None) in again.invocations
+        assert app.main_runs == 1
+        await again.close()
+
+
+async def test_overflow_drops_oldest_and_fails_their_callers():
+    app = App(True, max_messages=2)
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await FletClient(proxy.ws_url).connect()
+        await count_to(phone, 1)
+        proxy.cut()
+        await wait_until(lambda: app.pages[0].session.connection is None)
+        calls = [
+            asyncio.ensure_future(server.call(app.fields[0].focus())) for _ in range(4)
+        ]
+        await wait_until(lambda: sum(c.done() for c in calls) == 2)
+        for call in calls[:2]:  # the two oldest were dropped with a clear error
+            with pytest.raises(RuntimeError, match="not delivered: overflow"):
+                call.result()
+        again = await FletClient(proxy.ws_url, session_id=phone.session_id).connect()
+        await asyncio.wait_for(asyncio.gather(*calls[2:]), timeout=10)
+        assert [n for n, _ in again.invocations] == ["focus", "focus"]
+        await again.close()
+
+
+async def test_overflow_reload_policy_ends_the_session():
+    app = App(True, max_messages=1, overflow="reload")
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await FletClient(proxy.ws_url).connect()
+        await count_to(phone, 2)
+        proxy.cut()
+        await wait_until(lambda: app.pages[0].session.connection is None)
+        calls = [
+            asyncio.ensure_future(server.call(app.fields[0].focus())) for _ in range(2)
+        ]
+        await asyncio.wait(calls, timeout=10)
+        again = await FletClient(proxy.ws_url, session_id=phone.session_id).connect()
+        await again.wait_for(lambda: again.value("count") == "0")
+        assert again.session_id != phone.session_id  # a fresh session: a reload
+        assert app.main_runs == 2
+        await again.close()
+
+
+async def test_another_session_id_or_another_app_cannot_take_over():
+    app, other = App(True), App(True)
+    async with (
+        FletServer(app.main) as server,
+        FletServer(other.main) as other_server,
+        FletClient(server.ws_url) as owner,
+    ):
+        await count_to(owner, 2)
+        wrong = await FletClient(server.ws_url, session_id="x" * 16).connect()
+        assert wrong.session_id != owner.session_id
+        thief = await FletClient(
+            other_server.ws_url, session_id=owner.session_id
+        ).connect()
+        assert thief.session_id != owner.session_id
+        await count_to(owner, 3, start=2)  # the owner's session is undisturbed
+        assert app.main_runs == 2 and other.main_runs == 1
+        await wrong.close()
+        await thief.close()
+
+
+@pytest.mark.parametrize("bind_ip", [False, True], ids=["unbound", "bound"])
+async def test_ip_change_keeps_the_session_unless_bound(bind_ip):
+    app = App(True, bind_ip=bind_ip)
+    async with FletServer(app.main) as server:
+        phone = await FletClient(server.ws_url, source_ip="127.0.0.2").connect()
+        await count_to(phone, 2)
+        await phone.close()
+        moved = await FletClient(
+            server.ws_url, session_id=phone.session_id, source_ip="127.0.0.3"
+        ).connect()
+        await moved.wait_for(lambda: moved.value("count") is not None)
+        assert (moved.session_id == phone.session_id) is not bind_ip
+        assert moved.value("count") == ("0" if bind_ip else "2")
+        await moved.close()
+
+
+async def test_producers_pause_while_nobody_listens():
+    ticks: list[int] = []
+
+    @buffer_reconnects()
+    def main(page: ft.Page) -> None:
+        value = ft.Text("0", key="value")
+        page.add(value)
+
+        async def produce() -> None:
+            while True:
+                await connected(page)
+                ticks.append(1)
+                value.value = str(len(ticks))
+                value.update()
+                await asyncio.sleep(0.01)
+
+        page.run_task(produce)
+
+    async with FletServer(main) as server, FaultProxy(server.port) as proxy:
+        phone = await FletClient(proxy.ws_url).connect()
+        await wait_until(lambda: len(ticks) > 5)
+        proxy.cut()
+        await asyncio.sleep(0.3)
+        paused_at = len(ticks)
+        await asyncio.sleep(0.5)
+        assert len(ticks) <= paused_at + 1  # at most the tick already under way
+        again = await FletClient(proxy.ws_url, session_id=phone.session_id).connect()
+        await wait_until(lambda: len(ticks) > paused_at + 5)
+        await again.wait_for(lambda: int(again.value("value")) > paused_at)
+        await again.close()
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="window"):
+        buffer_reconnects(window=0)
+    with pytest.raises(ValueError, match="overflow"):
+        buffer_reconnects(overflow="panic")
+    with pytest.raises(ValueError, match="max_messages"):
+        buffer_reconnects(max_messages=0)
+    with pytest.raises(TypeError, match="buffer_reconnects"):
+        buffer_reconnects(lambda page: None)
