@@ -14,29 +14,38 @@ from flet_resilient.errors import (
     ResilientError,
     WorkerCrashed,
 )
+from flet_resilient.evict import app_state, evict_idle, save_state
 from flet_resilient.handlers import debounce, throttle
 from flet_resilient.metrics import stats
 from flet_resilient.offload import Offloaded, configure_offload, offload
 from flet_resilient.reconnect import buffer_reconnects, connected, is_connected
+from flet_resilient.stores import DiskStore, MemoryStore, RedisStore, StateStore
 from flet_resilient.watchdog import watch_loop
 
 __all__ = [
+    "DiskStore",
     "JobCancelled",
     "JobDropped",
+    "MemoryStore",
     "OffloadError",
     "OffloadTimeout",
     "Offloaded",
+    "RedisStore",
     "ResilientError",
+    "StateStore",
     "UnsupportedFletVersion",
     "WorkerCrashed",
+    "app_state",
     "buffer_reconnects",
     "coalesce_page",
     "coalesce_updates",
     "configure_offload",
     "connected",
     "debounce",
+    "evict_idle",
     "is_connected",
     "offload",
+    "save_state",
     "stats",
     "throttle",
     "watch_loop",

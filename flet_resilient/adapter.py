@@ -32,6 +32,7 @@ from flet.messaging.protocol import MessageAction, configure_encode_object_for_m
 from flet.messaging.session import Session
 from flet_web.fastapi.flet_app import FletApp, app_manager
 
+from flet_resilient.background import spawn
 from flet_resilient.metrics import count, register_section
 from flet_resilient.watchdog import watch_loop
 
@@ -120,8 +121,9 @@ class _SendQueueSlot:
 
 # --- session lifecycle --------------------------------------------------------
 
-SessionEvent = Literal["attached", "disconnected", "closed"]
+SessionEvent = Literal["activity", "attached", "disconnected", "closed"]
 _hooks: dict[str, list[Callable[[Session], None]]] = {
+    "activity": [],
     "attached": [],
     "disconnected": [],
     "closed": [],
@@ -129,8 +131,9 @@ _hooks: dict[str, list[Callable[[Session], None]]] = {
 
 
 def on_session(event: SessionEvent, hook: Callable[[Session], None]) -> None:
-    """Call `hook(session)` (on the loop) when a session is re-attached to a
-    socket, loses its socket, or is closed by Flet (expiry or eviction)."""
+    """Call `hook(session)` (on the loop) when its client sends an event or a
+    property change ("activity"), when it is re-attached to a socket, loses
+    its socket, or is closed by Flet (expiry or eviction)."""
     if hook not in _hooks[event]:
         _hooks[event].append(hook)
 
@@ -175,6 +178,10 @@ def set_patch_sink(session: Session, sink: PatchSink | None) -> None:
 
 
 _ORDERED_ACTIONS = (MessageAction.INVOKE_METHOD, MessageAction.SESSION_CRASHED)
+_CLIENT_ACTIVITY = (
+    MessageAction.CONTROL_EVENT.value,
+    MessageAction.UPDATE_CONTROL_PROPS.value,
+)
 
 
 class Outbox(Protocol):
@@ -244,21 +251,7 @@ async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
         stale._FletApp__session_timeout_seconds,  # type: ignore[attr-defined]
     )
     if websocket is not None:
-        _background(websocket.close())
-
-
-_background_tasks: set[asyncio.Task[Any]] = set()
-
-
-def _background(coro: Any) -> None:
-    task = asyncio.ensure_future(_quietly(coro))
-    _background_tasks.add(task)
-    task.add_done_callback(_background_tasks.discard)
-
-
-async def _quietly(coro: Any) -> None:
-    with contextlib.suppress(Exception):
-        await coro
+        spawn(websocket.close(), quiet=True)
 
 
 def _install() -> None:
@@ -353,6 +346,8 @@ def _install() -> None:
             await _vet_register(self, data[1])
         await original_on_message(self, data)
         session = self._FletApp__session  # type: ignore[attr-defined]
+        if data[0] in _CLIENT_ACTIVITY and session is not None:
+            _run_hooks("activity", session)
         if registering and session is not None:
             _session_mains.setdefault(session, self._FletApp__main)  # type: ignore[attr-defined]
 
@@ -473,6 +468,19 @@ async def close_session(session: Session) -> None:
         if candidate is session:
             await app_manager.delete_session(key)
             return
+
+
+async def end_session(session: Session) -> None:
+    """Close a session and its socket; the client reconnects to a fresh one."""
+    websocket = getattr(session.connection, "_FletApp__websocket", None)
+    await close_session(session)
+    if websocket is not None:
+        spawn(websocket.close(), quiet=True)
+
+
+def control_count(session: Session) -> int:
+    """Controls mounted in the session (a proxy for its memory)."""
+    return len(session.index)
 
 
 def control_page(control: BaseControl) -> Page | None:

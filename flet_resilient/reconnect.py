@@ -31,6 +31,7 @@ from flet.controls.page import Page
 from flet.messaging.session import Session
 
 from flet_resilient import adapter
+from flet_resilient.background import spawn
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import count, register_section
 
@@ -146,7 +147,7 @@ class ReplayBuffer:
         session = self._session()
         if session is not None:
             logger.warning("replay buffer of %s overflowed: ending it", session.id)
-            asyncio.get_running_loop().create_task(adapter.close_session(session))
+            spawn(adapter.close_session(session))
 
     def _drop(self, seq: int, counter: str, why: str) -> None:
         entry = self._remove(seq)

@@ -140,7 +140,8 @@ class FletClient:
 
     `controls` maps control id (`_i`) to the mirrored control dict; `find(key)`
     looks one up by its `key`. Server `invoke_method` requests are answered
-    with `on_invoke(name, args)` (default: `None`).
+    with `on_invoke(name, args)`; by default `get`/`set`/`remove` calls work on
+    `storage` (like the browser's SharedPreferences) and others answer None.
     """
 
     def __init__(
@@ -158,7 +159,8 @@ class FletClient:
         self.session_id = session_id
         self.user_agent = user_agent
         self.route = route
-        self.on_invoke = on_invoke or (lambda name, args: None)
+        self.storage: dict[str, Any] = {}
+        self.on_invoke = on_invoke or self._client_storage
         self.recv_buffer = recv_buffer
         self.source_ip = source_ip
         self.page: dict[str, Any] = {}
@@ -213,6 +215,17 @@ class FletClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def _client_storage(self, name: str, args: Any) -> Any:
+        key = args.get("key") if isinstance(args, dict) else None
+        if name == "get":
+            return self.storage.get(key)
+        if name == "set":
+            self.storage[key] = args["value"]
+            return True
+        if name == "remove":
+            return self.storage.pop(key, None) is not None
+        return None
 
     # --- reading -------------------------------------------------------------
 

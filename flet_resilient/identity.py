@@ -1,0 +1,60 @@
+"""Recognise a returning user by a signed key kept in the client's storage.
+
+Not by IP (mobile IPs change) and not by Flet's session id (gone after
+eviction). The key is a random token plus an HMAC of it under the app's
+secret, so a user cannot forge or alter one to reach another user's state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+
+import flet as ft
+
+__all__ = ["Identity"]
+
+STORAGE_KEY = "flet_resilient.identity"
+
+
+class Identity:
+    """Mints, verifies and looks up per-user keys for one app secret."""
+
+    def __init__(self, secret: str | bytes | None = None) -> None:
+        secret = secret or os.environ.get("FLET_SECRET_KEY") or secrets.token_bytes(32)
+        self._secret = secret.encode() if isinstance(secret, str) else secret
+
+    def _mac(self, purpose: str, token: str) -> str:
+        message = f"{purpose}:{token}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def mint(self) -> str:
+        """A new signed client key: `<token>.<signature>`."""
+        token = secrets.token_urlsafe(32)
+        return f"{token}.{self._mac('key', token)}"
+
+    def verify(self, key: object) -> str | None:
+        """The token of a genuine key, or None for a missing/forged one."""
+        if not isinstance(key, str) or key.count(".") != 1:
+            return None
+        token, signature = key.split(".")
+        if not hmac.compare_digest(signature, self._mac("key", token)):
+            return None
+        return token
+
+    def store_key(self, token: str) -> str:
+        """Where a token's state is stored (the token itself never is)."""
+        return "state:" + self._mac("state", token)
+
+    async def of(self, page: ft.Page) -> str:
+        """The user's token, minting and saving a key on the client if needed."""
+        prefs = ft.SharedPreferences()
+        token = self.verify(await prefs.get(STORAGE_KEY))
+        if token is None:
+            key = self.mint()
+            await prefs.set(STORAGE_KEY, key)
+            token = self.verify(key)
+            assert token is not None
+        return token

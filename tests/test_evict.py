@@ -1,0 +1,216 @@
+"""Evicting idle sessions, spilling their state and rehydrating returning users."""
+
+import asyncio
+import gc
+import logging
+import weakref
+from dataclasses import dataclass
+
+import flet as ft
+import pytest
+
+from flet_resilient import (
+    MemoryStore,
+    RedisStore,
+    adapter,
+    app_state,
+    evict_idle,
+    save_state,
+    stats,
+)
+from flet_resilient.evict import encode_state
+from flet_resilient.identity import STORAGE_KEY
+from flet_resilient.testing import FletClient, FletServer, wait_until
+
+
+@dataclass
+class Notes:
+    count: int = 0
+    text: str = ""
+
+
+class App:
+    def __init__(self, **options) -> None:
+        self.pages: list[weakref.ref] = []
+        self.evicted: list[str] = []
+        options.setdefault("store", MemoryStore())
+        options.setdefault("secret_key", "test-secret")
+        options.setdefault("sweep_interval", 0.2)
+        self.main = evict_idle(state=Notes, on_evict=self._on_evict, **options)(
+            self._main
+        )
+
+    def _on_evict(self, page: ft.Page) -> None:
+        self.evicted.append(page.session.id)
+
+    async def _main(self, page: ft.Page) -> None:
+        self.pages.append(weakref.ref(page))
+        notes = await app_state(page)
+        count = ft.Text(str(notes.count), key="count")
+        field = ft.TextField(value=notes.text, key="field")
+
+        def increment(e: ft.Event) -> None:
+            notes.count += 1
+            count.value = str(notes.count)
+
+        def changed(e: ft.Event) -> None:
+            notes.text = field.value
+
+        field.on_change = changed
+        page.add(count, field, ft.Button("+", key="inc", on_click=increment))
+
+
+def live_session_ids() -> set[str]:
+    return {session.id for session in adapter.sessions().values()}
+
+
+async def use(user: FletClient, clicks: int, text: str) -> None:
+    for i in range(1, clicks + 1):
+        await user.click("inc")
+        await user.wait_for(lambda i=i: user.value("count") == str(i))
+    await user.set_props("field", value=text)
+    await user.event("field", "change", text)
+
+
+async def come_back(server: FletServer, old: FletClient) -> FletClient:
+    """The same browser returns: same client storage, its old session id."""
+    user = FletClient(server.ws_url, session_id=old.session_id)
+    user.storage = dict(old.storage)
+    await user.connect()
+    await user.wait_for(lambda: user.value("count") is not None)
+    return user
+
+
+async def test_idle_sessions_are_evicted_freed_and_rehydrated():
+    app = App(idle_ttl=1.0)
+    async with FletServer(app.main) as server:
+        users = []
+        for n in range(50):  # each uses the app once, then leaves the tab idle
+            users.append(await FletClient(server.ws_url).connect())
+            await use(users[-1], n % 3 + 1, f"note {n}")
+        # All go idle: evicted within idle_ttl + sweep interval (+ slack).
+        await asyncio.wait_for(
+            asyncio.gather(*(u.closed.wait() for u in users)), timeout=10
+        )
+        assert len(app.evicted) == 50
+        ids = {u.session_id for u in users}
+        await wait_until(lambda: not ids & live_session_ids())
+        await server.call(asyncio.sleep(0.2))
+        gc.collect()
+        assert [ref for ref in app.pages if ref() is not None] == []
+
+        for n in (0, 1, 2, 49):
+            back = await come_back(server, users[n])
+            assert back.session_id != users[n].session_id  # a fresh session...
+            assert back.value("count") == str(n % 3 + 1)  # ...with the state back
+            assert back.value("field") == f"note {n}"
+            await back.close()
+    assert stats()["counters"]["evict.rehydrated"] >= 4
+
+
+async def test_max_sessions_evicts_the_least_recently_active():
+    app = App(idle_ttl=60, max_sessions=3)
+    async with FletServer(app.main) as server:
+        a, b, c = [await FletClient(server.ws_url).connect() for _ in range(3)]
+        await use(b, 1, "b")
+        await use(a, 1, "a")
+        await use(c, 1, "c")  # b is now the least recently active
+        d = await FletClient(server.ws_url).connect()
+        await asyncio.wait_for(b.closed.wait(), timeout=10)
+        assert app.evicted == [b.session_id]
+        for user in (a, c, d):
+            assert not user.closed.is_set()
+            await user.close()
+
+
+async def test_disconnected_session_is_evicted_after_disconnected_ttl():
+    app = App(idle_ttl=60, disconnected_ttl=0.5)
+    async with FletServer(app.main) as server:
+        user = await FletClient(server.ws_url).connect()
+        await use(user, 2, "kept")
+        await user.close()
+        await wait_until(lambda: app.evicted == [user.session_id], timeout=10)
+        await wait_until(lambda: user.session_id not in live_session_ids())
+        back = await come_back(server, user)
+        assert (back.value("count"), back.value("field")) == ("2", "kept")
+        await back.close()
+
+
+async def test_a_forged_or_foreign_key_never_loads_another_users_state():
+    app = App(idle_ttl=0.5)
+    async with FletServer(app.main) as server:
+        alice = await FletClient(server.ws_url).connect()
+        await use(alice, 3, "alice's secret")
+        await asyncio.wait_for(alice.closed.wait(), timeout=10)
+        token, signature = alice.storage[STORAGE_KEY].split(".")
+
+        bob = await FletClient(server.ws_url).connect()  # a real key of his own
+        await bob.wait_for(lambda: bob.value("count") is not None)
+        forged = [
+            f"{token}.{'0' * len(signature)}",  # alice's token, made-up signature
+            f"{token[:-1]}A.{signature}",  # altered token
+            bob.storage[STORAGE_KEY].split(".")[0] + "." + signature,
+        ]
+        await bob.close()
+        for key in forged:
+            mallory = FletClient(server.ws_url)
+            mallory.storage[STORAGE_KEY] = key
+            await mallory.connect()
+            await mallory.wait_for(lambda m=mallory: m.value("count") is not None)
+            assert mallory.value("count") == "0"
+            assert not mallory.value("field")
+            assert mallory.storage[STORAGE_KEY] != key  # replaced by a fresh key
+            await mallory.close()
+
+
+def test_unencodable_state_names_the_field():
+    with pytest.raises(TypeError, match=r"field 'text' \(object\)"):
+        encode_state(Notes(count=1, text=object()))
+    with pytest.raises(TypeError, match="dataclass or a dict"):
+        encode_state([1, 2])
+
+
+async def test_save_state_raises_in_the_handler_that_broke_the_state():
+    errors: list[str] = []
+
+    @evict_idle(state=dict, store=MemoryStore(), secret_key="s")
+    async def main(page: ft.Page) -> None:
+        state = await app_state(page)
+
+        async def save(e: ft.Event) -> None:
+            state["when"] = object()
+            try:
+                await save_state(page)
+            except TypeError as exc:
+                errors.append(str(exc))
+
+        page.add(ft.Button("save", key="save", on_click=save))
+
+    async with FletServer(main) as server, FletClient(server.ws_url) as user:
+        await user.click("save")
+        await wait_until(lambda: errors)
+    assert "'when'" in errors[0]
+
+
+async def test_a_failing_store_degrades_to_memory_with_a_warning(caplog):
+    caplog.set_level(logging.WARNING, logger="flet_resilient.stores")
+    app = App(idle_ttl=0.5, store=RedisStore("redis://127.0.0.1:1/0"))
+    async with FletServer(app.main) as server:
+        user = await FletClient(server.ws_url).connect()
+        await use(user, 2, "still here")
+        await asyncio.wait_for(user.closed.wait(), timeout=10)
+        back = await come_back(server, user)
+        assert (back.value("count"), back.value("field")) == ("2", "still here")
+        await back.close()
+    assert any("using memory instead" in r.getMessage() for r in caplog.records)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="idle_ttl"):
+        evict_idle(idle_ttl=0)
+    with pytest.raises(ValueError, match="max_sessions"):
+        evict_idle(max_sessions=0)
+    with pytest.raises(TypeError, match="state"):
+        evict_idle(state=42)
+    with pytest.raises(TypeError, match="evict_idle"):
+        evict_idle(lambda page: None)
