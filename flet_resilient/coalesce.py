@@ -27,6 +27,7 @@ from flet.messaging.session import Session
 from flet_resilient import adapter
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import count, register_section
+from flet_resilient.switch import disabled
 
 __all__ = ["Coalescer", "coalesce_page", "coalesce_updates"]
 
@@ -159,6 +160,8 @@ def coalesce_updates(
     _validate(max_hz, max_backlog_bytes)
 
     def decorate(main: Main) -> Main:
+        if disabled():
+            return main
         return wrap_main(
             main,
             lambda page: coalesce_page(

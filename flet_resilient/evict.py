@@ -38,6 +38,7 @@ from flet_resilient.stores import (
     default_store,
     store_latency,
 )
+from flet_resilient.switch import disabled
 
 __all__ = ["app_state", "evict_idle", "save_state"]
 
@@ -317,8 +318,9 @@ def evict_idle(
     )
 
     def install(page: Page) -> None:
-        _trackers[page.session] = tracker
-        tracker.touch(page.session)
+        _trackers[page.session] = tracker  # app_state works even when disabled
+        if not disabled():
+            tracker.touch(page.session)
 
     def decorate(main: Main) -> Main:
         return wrap_main(main, install, "evict_idle")

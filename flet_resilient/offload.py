@@ -24,6 +24,7 @@ from flet_resilient import adapter
 from flet_resilient.errors import JobCancelled, JobDropped, OffloadTimeout
 from flet_resilient.metrics import count, register_section
 from flet_resilient.slots import POLICIES, FairSlots, Policy
+from flet_resilient.switch import disabled
 from flet_resilient.workers import (
     Call,
     ExecutorBackend,
@@ -304,6 +305,8 @@ def offload(
 
         @functools.wraps(target)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if disabled():
+                return target(*args, **kwargs)  # plain Flet: inline on the loop
             return await job(args, kwargs)
 
         wrapper.sync = target  # type: ignore[attr-defined]

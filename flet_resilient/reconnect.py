@@ -34,6 +34,7 @@ from flet_resilient import adapter
 from flet_resilient.background import spawn
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import count, register_section
+from flet_resilient.switch import disabled
 
 __all__ = ["ReplayBuffer", "buffer_reconnects", "connected", "is_connected"]
 
@@ -254,6 +255,8 @@ def buffer_reconnects(
         adapter.set_outbox(page.session, buffer)
 
     def decorate(main: Main) -> Main:
+        if disabled():
+            return main
         wrapped = wrap_main(main, install, "buffer_reconnects")
         setattr(wrapped, adapter.POLICY_ATTRIBUTE, options)
         return wrapped

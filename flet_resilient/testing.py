@@ -343,6 +343,19 @@ class FletClient:
             Action.UPDATE_CONTROL_PROPS, {"id": control["_i"], "props": props}
         )
 
+    async def reconnect(self, ws_url: str | None = None, **options: Any) -> FletClient:
+        """The same browser coming back: a new socket presenting this client's
+        session id, User-Agent and storage. Returns the new connected client."""
+        again = FletClient(
+            ws_url or self.ws_url,
+            session_id=self.session_id,
+            user_agent=self.user_agent,
+            route=self.route,
+            **options,
+        )
+        again.storage = dict(self.storage)
+        return await again.connect()
+
     def stop_reading(self) -> None:
         """Behave like a stalled client: stop reading the socket (TCP backs up)."""
         assert self.ws is not None

@@ -1,8 +1,9 @@
-"""The real-protocol client against a real Flet app under uvicorn."""
+"""The real-protocol client and the pytest plugin's fixtures, on a real app."""
 
 import flet as ft
+import pytest
 
-from flet_resilient.testing import FletClient, FletServer
+from flet_resilient.testing import FletClient
 
 
 def counter_app(page: ft.Page) -> None:
@@ -18,31 +19,59 @@ def counter_app(page: ft.Page) -> None:
     def remove_first(e: ft.Event) -> None:
         items.controls.pop(0)
 
+    def swap(e: ft.Event) -> None:
+        items.controls.reverse()
+
     page.add(
         count,
         items,
         ft.Button("+", key="inc", on_click=increment),
         ft.Button("add", key="add", on_click=add_item),
         ft.Button("remove", key="remove", on_click=remove_first),
+        ft.Button("swap", key="swap", on_click=swap),
     )
+
+
+@pytest.fixture
+def flet_main():
+    return counter_app
 
 
 def texts(client: FletClient) -> list[str]:
     return [c["value"] for c in client.find("items").get("controls", [])]
 
 
-async def test_mirror_follows_clicks_adds_and_removes():
-    async with FletServer(counter_app) as server, FletClient(server.ws_url) as user:
-        await user.wait_for(lambda: user.value("count") == "0")
-        for _ in range(3):
-            await user.click("inc")
-        await user.wait_for(lambda: user.value("count") == "3")
-        for _ in range(3):
-            await user.click("add")
-        await user.wait_for(lambda: len(texts(user)) == 3)
-        assert texts(user) == ["item 2", "item 1", "item 0"]
-        await user.click("remove")
-        await user.wait_for(lambda: len(texts(user)) == 2)
-        assert texts(user) == ["item 1", "item 0"]
-        assert user.session_id
-        assert not user.errors
+async def test_mirror_follows_clicks_adds_moves_and_removes(flet_client):
+    user = flet_client
+    for _ in range(3):
+        await user.click("inc")
+    await user.wait_for(lambda: user.value("count") == "3")
+    for _ in range(3):
+        await user.click("add")
+    await user.wait_for(lambda: len(texts(user)) == 3)
+    assert texts(user) == ["item 2", "item 1", "item 0"]
+    await user.click("swap")
+    await user.wait_for(lambda: texts(user) == ["item 0", "item 1", "item 2"])
+    await user.click("remove")
+    await user.wait_for(lambda: len(texts(user)) == 2)
+    assert texts(user) == ["item 1", "item 2"]
+    assert user.session_id
+    assert not user.errors
+
+
+async def test_each_simulated_user_has_its_own_session(flet_client, flet_connect):
+    other = await flet_connect()
+    await flet_client.click("inc")
+    await flet_client.wait_for(lambda: flet_client.value("count") == "1")
+    assert other.session_id != flet_client.session_id
+    await other.wait_for(lambda: other.value("count") == "0")
+
+
+async def test_reconnect_after_a_clean_close_gets_the_session_back(flet_client):
+    await flet_client.click("inc")
+    await flet_client.wait_for(lambda: flet_client.value("count") == "1")
+    await flet_client.close()
+    again = await flet_client.reconnect()
+    await again.wait_for(lambda: again.value("count") == "1")
+    assert again.session_id == flet_client.session_id
+    await again.close()

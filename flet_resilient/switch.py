@@ -1,0 +1,21 @@
+"""`FLET_RESILIENT_DISABLE=1` turns every mitigation off (for side-by-side runs).
+
+With it set when an app is imported, the decorators leave `main` as plain
+Flet would run it and `@offload` calls its function inline on the event loop,
+so the same app can be measured with and without flet-resilient.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["disabled"]
+
+
+def disabled() -> bool:
+    """Whether flet-resilient was switched off through the environment."""
+    return os.environ.get("FLET_RESILIENT_DISABLE", "").lower() not in (
+        "",
+        "0",
+        "false",
+    )
