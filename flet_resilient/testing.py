@@ -336,7 +336,11 @@ class FletClient:
         await self.event(key, "click")
 
     async def set_props(self, key: str, **props: Any) -> None:
-        """Send a client-side property change (e.g. a TextField's value)."""
+        """Send a client-side property change (e.g. a TextField's value).
+
+        Waits (up to 10 s) for the control to be mirrored first.
+        """
+        await self.wait_for(lambda: self.find(key))
         control = self.find(key)
         control.update(props)
         await self.send(

@@ -1,0 +1,1 @@
+"""A Flet web app template using flet-resilient."""
