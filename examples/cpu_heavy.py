@@ -7,10 +7,7 @@ work runs in a worker process, so the event loop stays free for everybody.
 
 from __future__ import annotations
 
-import os
-
 import flet as ft
-import uvicorn
 
 import flet_resilient as fr
 
@@ -57,14 +54,5 @@ def main(page: ft.Page) -> None:
     )
 
 
-def create_app() -> object:
-    """The ASGI app (`uvicorn examples.cpu_heavy:create_app --factory`)."""
-    import flet_web.fastapi as flet_fastapi
-
-    return flet_fastapi.app(main, no_cdn=True)
-
-
 if __name__ == "__main__":
-    port = int(os.environ.get("PORT", "8550"))
-    print(f"flet-resilient demo: http://127.0.0.1:{port}", flush=True)
-    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    fr.serve(main, port=8550)

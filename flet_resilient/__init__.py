@@ -19,6 +19,7 @@ from flet_resilient.handlers import debounce, throttle
 from flet_resilient.metrics import stats
 from flet_resilient.offload import Offloaded, configure_offload, offload
 from flet_resilient.reconnect import buffer_reconnects, connected, is_connected
+from flet_resilient.serving import serve
 from flet_resilient.stores import DiskStore, MemoryStore, RedisStore, StateStore
 from flet_resilient.watchdog import watch_loop
 
@@ -46,6 +47,7 @@ __all__ = [
     "is_connected",
     "offload",
     "save_state",
+    "serve",
     "stats",
     "throttle",
     "watch_loop",

@@ -1,0 +1,31 @@
+"""Serve a Flet app for the web with one call (what the examples use)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["serve"]
+
+
+def serve(
+    main: Callable[..., Any],
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    **app_options: Any,
+) -> None:
+    """Run `main` under uvicorn with `flet_web.fastapi.app`, printing its URL.
+
+    The port is `port`, else $PORT, else 8550. The Flutter client is served
+    from the `flet-web` package (`no_cdn=True`) unless told otherwise, so the
+    app works without reaching a CDN.
+    """
+    import flet_web.fastapi as flet_fastapi
+    import uvicorn
+
+    port = port or int(os.environ.get("PORT", "8550"))
+    app_options.setdefault("no_cdn", True)
+    print(f"{getattr(main, '__module__', 'app')}: http://{host}:{port}", flush=True)
+    uvicorn.run(flet_fastapi.app(main, **app_options), host=host, port=port)
