@@ -432,6 +432,14 @@ class FaultProxy:
         for link in self._links:
             link.blackholed = True
 
+    def half_open(self) -> None:
+        """The client side is reset (the phone notices and reconnects) while the
+        server side stays open and silent (the server notices nothing)."""
+        for link in self._links:
+            link.blackholed = True
+            link.writers[0].transport.abort()
+        self._links.clear()
+
     def cut(self) -> None:
         """Reset current connections abruptly (both sides see an error)."""
         for link in self._links:
