@@ -55,4 +55,4 @@ def main(page: ft.Page) -> None:
 
 
 if __name__ == "__main__":
-    fr.serve(main, port=8550)
+    fr.serve(main)  # $PORT, default 8550

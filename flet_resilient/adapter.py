@@ -511,6 +511,11 @@ def is_one_shot(message: Any) -> bool:
     return message.action in _ORDERED_ACTIONS
 
 
+def invoke_pending(session: Session, call_id: str) -> bool:
+    """Whether an `invoke_method` caller still waits for `call_id`."""
+    return call_id in session._Session__method_calls  # type: ignore[attr-defined]
+
+
 def fail_invoke(session: Session, control_id: int, call_id: str, error: str) -> None:
     """Make a pending `invoke_method` caller raise `RuntimeError(error)`."""
     with contextlib.suppress(RuntimeError):  # its control is gone already

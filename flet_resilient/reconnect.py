@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import weakref
@@ -61,10 +62,19 @@ class _Entry:
     size: int
     at: float
     invoke: tuple[int, str] | None  # (control_id, call_id) of an invoke_method
+    sent: bool  # went out on a socket (maybe a dead one) vs held while offline
 
 
 class ReplayBuffer:
-    """One session's kept one-shot messages, replayed on re-attach."""
+    """One session's kept one-shot messages, replayed on re-attach.
+
+    Two kinds of entries: messages *held* while the session had no socket
+    (Flet would drop them), and `invoke_method` requests *sent* on a socket
+    that may turn out dead, tracked until answered. Bounds, overflow policy
+    and expiry only ever fail callers of held messages; a sent request that
+    no longer fits is simply not tracked any more (its caller keeps waiting
+    for the client's answer, as in plain Flet).
+    """
 
     def __init__(self, session: Session, options: ReconnectOptions) -> None:
         self._session = weakref.ref(session)
@@ -72,6 +82,7 @@ class ReplayBuffer:
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._calls: dict[str, int] = {}
         self._seq = sequence()
+        self._timer: asyncio.TimerHandle | None = None
         self.bytes = 0
 
     def __len__(self) -> int:
@@ -86,11 +97,11 @@ class ReplayBuffer:
         offline = session.connection is None
         invoke = adapter.invoke_call(message)
         if offline or invoke is not None:
-            self._keep(message, invoke)
+            self._keep(message, invoke, sent=not offline)
         return offline  # Flet would drop it while disconnected: we keep it
 
     def answered(self, call_id: str) -> None:
-        seq = self._calls.pop(call_id, None)
+        seq = self._calls.get(call_id)
         if seq is not None:
             self._remove(seq)
 
@@ -103,36 +114,54 @@ class ReplayBuffer:
             return
         self.expire()
         for seq, entry in list(self._entries.items()):
+            if entry.invoke is not None and not adapter.invoke_pending(
+                session, entry.invoke[1]
+            ):
+                self._remove(seq)  # its caller gave up (timeout or cancel)
+                continue
             adapter.resend(session, entry.message)
             count("reconnect.replayed")
             if entry.invoke is None:
-                self._remove(seq)  # invoke calls stay until answered
+                self._remove(seq)
+            else:
+                entry.sent = True  # tracked until the client answers
 
     def expire(self) -> None:
-        """Drop what is older than `window`; its invoke callers get an error."""
+        """Forget what is older than `window`; callers of held messages fail."""
         deadline = time.monotonic() - self.options.window
-        while self._entries:
-            seq, entry = next(iter(self._entries.items()))
+        for seq, entry in list(self._entries.items()):
             if entry.at >= deadline:
                 break
-            self._drop(seq, "reconnect.expired", "the client did not come back")
+            if entry.sent:
+                self._untrack(seq)
+            else:
+                self._drop(seq, "reconnect.expired", "the client did not come back")
+        self._schedule_expiry()
 
     # --- bookkeeping -----------------------------------------------------------------
 
-    def _keep(self, message: Any, invoke: tuple[int, str] | None) -> None:
-        self.expire()
+    def _keep(self, message: Any, invoke: tuple[int, str] | None, sent: bool) -> None:
         seq = next(self._seq)
-        entry = _Entry(message, adapter.message_size(message), time.monotonic(), invoke)
-        self._entries[seq] = entry
-        self.bytes += entry.size
+        size = adapter.message_size(message)
+        self._entries[seq] = _Entry(message, size, time.monotonic(), invoke, sent)
+        self.bytes += size
         if invoke is not None:
             self._calls[invoke[1]] = seq
         count("reconnect.buffered")
-        if (
+        while self._over_bounds() and (oldest := self._oldest(sent=True)) is not None:
+            self._untrack(oldest)
+        if self._over_bounds():
+            self._overflow()
+        self._schedule_expiry()
+
+    def _over_bounds(self) -> bool:
+        return (
             len(self._entries) > self.options.max_messages
             or self.bytes > self.options.max_bytes
-        ):
-            self._overflow()
+        )
+
+    def _oldest(self, sent: bool) -> int | None:
+        return next((q for q, e in self._entries.items() if e.sent is sent), None)
 
     def _overflow(self) -> None:
         count("reconnect.overflows")
@@ -149,6 +178,23 @@ class ReplayBuffer:
         if session is not None:
             logger.warning("replay buffer of %s overflowed: ending it", session.id)
             spawn(adapter.close_session(session))
+
+    def _schedule_expiry(self) -> None:
+        if self._timer is not None or not self._entries:
+            return
+        oldest = next(iter(self._entries.values()))
+        delay = max(0.0, oldest.at + self.options.window - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(
+            delay, self._on_timer, context=contextvars.Context()
+        )
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.expire()
+
+    def _untrack(self, seq: int) -> None:
+        self._remove(seq)
+        count("reconnect.untracked")
 
     def _drop(self, seq: int, counter: str, why: str) -> None:
         entry = self._remove(seq)
@@ -186,9 +232,6 @@ def _on_disconnected(session: Session) -> None:
     count("reconnect.disconnects")
     if _presence_event(session).is_set():
         _presence[session] = anyio.Event()
-    buffer = _buffers.get(session)
-    if buffer is not None:  # expire what nobody came back for
-        asyncio.get_running_loop().call_later(buffer.options.window, buffer.expire)
 
 
 adapter.on_session("attached", _on_attached)

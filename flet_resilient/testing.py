@@ -63,7 +63,11 @@ class FletServer:
         import flet_web.fastapi as flet_fastapi
 
         self.app = flet_fastapi.app(main, **app_kwargs)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP (not 0): asyncio then sets TCP_NODELAY on accepted
+        # sockets, as uvicorn.run does; otherwise Nagle delays frames ~40 ms.
+        self._socket = socket.socket(
+            socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+        )
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]

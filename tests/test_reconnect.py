@@ -150,6 +150,8 @@ async def test_another_session_id_or_another_app_cannot_take_over():
             other_server.ws_url, session_id=owner.session_id
         ).connect()
         assert thief.session_id != owner.session_id
+        await thief.wait_for(lambda: thief.value("count") == "0")
+        await wrong.wait_for(lambda: wrong.value("count") == "0")
         await count_to(owner, 3, start=2)  # the owner's session is undisturbed
         assert app.main_runs == 2 and other.main_runs == 1
         await wrong.close()
@@ -213,3 +215,45 @@ def test_bad_arguments_are_clear_errors():
         buffer_reconnects(max_messages=0)
     with pytest.raises(TypeError, match="buffer_reconnects"):
         buffer_reconnects(lambda page: None)
+
+
+async def test_a_call_held_offline_fails_once_the_window_passes():
+    app = App(True, window=1.0)
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await FletClient(proxy.ws_url).connect()
+        await count_to(phone, 1)
+        proxy.cut()
+        await wait_until(lambda: app.pages[0].session.connection is None)
+        await asyncio.sleep(0.5)  # queued well after the disconnect
+        with pytest.raises(RuntimeError, match="client did not come back"):
+            await asyncio.wait_for(server.call(app.fields[0].focus()), timeout=10)
+    assert stats()["counters"]["reconnect.expired"] >= 1
+
+
+@pytest.mark.parametrize("overflow", ["drop_oldest", "reload"])
+async def test_calls_on_a_healthy_socket_never_overflow(overflow):
+    app = App(True, max_messages=2, overflow=overflow)
+    async with FletServer(app.main) as server, FletClient(server.ws_url) as user:
+        await count_to(user, 1)
+
+        async def burst():
+            return await asyncio.gather(*(app.fields[0].focus() for _ in range(8)))
+
+        await asyncio.wait_for(server.call(burst()), timeout=10)
+        assert [name for name, _ in user.invocations].count("focus") == 8
+        await count_to(user, 2, start=1)  # the session was not ended
+    assert app.main_runs == 1
+
+
+async def test_a_call_whose_caller_gave_up_is_not_replayed():
+    app = App(True)
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await FletClient(proxy.ws_url).connect()
+        await count_to(phone, 1)
+        proxy.blackhole()
+        with pytest.raises(TimeoutError):
+            await server.call(app.fields[0]._invoke_method("focus", timeout=0.3))
+        again = await phone.reconnect(proxy.ws_url)
+        await count_to(again, 2, start=1)
+        assert ("focus", None) not in again.invocations
+        await again.close()

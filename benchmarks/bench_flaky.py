@@ -1,0 +1,794 @@
+"""Phones on flaky networks: half-open drops and quick reconnects, plain Flet vs
+`@buffer_reconnects()`.
+
+Run from the repository root (about 1.5 minutes per phase with the defaults):
+
+    python benchmarks/bench_flaky.py                           # 200 clients, 60 s
+    python benchmarks/bench_flaky.py --clients 10 --duration 10  # quick smoke run
+
+Two phases, `plain` and `buffered`, each with its own server (a child process,
+`--serve MODE`, uvicorn with its default WebSocket pings: 20 s interval, 20 s
+timeout) and the same random schedule. Every simulated user
+(`flet_resilient.testing.FletClient`, Flet's real protocol) connects through
+its own link of a loopback fault proxy in this process and loops:
+
+1. connected for 2-8 s, clicking "+" every 0.5-1.5 s (each click confirmed);
+2. its link goes half-open for 1-10 s: bytes are swallowed both ways, nothing
+   closes, so the server keeps sending into the void. Early in the drop the
+   server bumps a "pushes" Text and calls `await field.focus()` (an
+   `invoke_method`) on that user's session;
+3. it reconnects through a new link with its old session id and times "link
+   restored" -> consistent mirror: counter and pushes equal what the server
+   holds for the session it got, and (session kept) the focus call received.
+
+Reported per phase: sessions lost (the reconnect got a new session id, main()
+ran again), one-shot messages lost (focus calls that never completed, timed
+out or failed), time to consistent p50/p99. Goal: with `buffer_reconnects`,
+0 sessions lost, 0 messages lost, p99 < 250 ms. The markdown table goes to
+stdout and to `benchmarks/results/flaky.md` (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import logging
+import math
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import flet as ft
+import psutil
+
+from flet_resilient.testing import FletClient
+
+MODES = ("plain", "buffered")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+GOAL_P99_MS = 250.0
+NOISY_CORES = 0.2  # other processes' CPU use that makes a phase's numbers suspect
+CONNECTED_S = (2.0, 8.0)  # how long a link stays up
+DROP_S = (1.0, 10.0)  # how long a link stays half-open
+CLICK_GAP_S = (0.5, 1.5)  # pause between two clicks
+INVOKE_BOUND_S = 45.0  # server side: a focus call still waiting then is lost
+STEP_TIMEOUT_S = 30.0  # client side: longest wait for one click / reconnect
+GRACE_S = 10.0  # after the last user: how long late focus answers may arrive
+
+
+# --- the server (child process) ---------------------------------------------------
+
+
+@dataclass
+class UserSession:
+    """Server-side controls of one session."""
+
+    page: ft.Page
+    count: ft.Text
+    pushes: ft.Text
+    field: ft.TextField
+
+
+class BenchApp:
+    """A counter page; sessions are findable by id for the control channel."""
+
+    def __init__(self, buffered: bool, window: float) -> None:
+        self.sessions: dict[str, UserSession] = {}
+        self.main_runs = 0
+        if buffered:
+            from flet_resilient import buffer_reconnects
+
+            self.main: Callable[[ft.Page], None] = buffer_reconnects(window=window)(
+                self._main
+            )
+        else:
+            self.main = self._main
+
+    def _main(self, page: ft.Page) -> None:
+        self.main_runs += 1
+        count = ft.Text("0", key="count")
+        pushes = ft.Text("0", key="pushes")
+        field = ft.TextField(key="field")
+
+        def increment(e: ft.Event) -> None:
+            count.value = str(int(count.value) + 1)
+
+        page.add(count, pushes, field, ft.Button("+", key="inc", on_click=increment))
+        self.sessions[page.session.id] = UserSession(page, count, pushes, field)
+
+
+class ControlChannel:
+    """The child's command loop: one line per request on stdin, replies on stdout.
+
+    `push T SID` -> `issued T <pushes>` then `done T ok|timeout|error|unknown`;
+    `state T SID` -> `state T <count> <pushes>`; `stats T` -> `stats T k=v ...`.
+    """
+
+    def __init__(self, app: BenchApp) -> None:
+        self.app = app
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def reply(*words: object) -> None:
+        sys.stdout.write(" ".join(map(str, words)) + "\n")
+        sys.stdout.flush()
+
+    def handle(self, words: list[str]) -> None:
+        command, token, *rest = words
+        if command == "push":
+            task = asyncio.ensure_future(self.push(token, rest[0]))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif command == "state":
+            user = self.app.sessions.get(rest[0])
+            if user is None:
+                self.reply("state", token, "-", "-")
+            else:
+                self.reply("state", token, user.count.value, user.pushes.value)
+        elif command == "stats":
+            from flet_resilient import stats
+
+            counters = stats()["counters"]
+            names = ("takeovers", "replayed", "expired", "dropped", "overflows")
+            values = {n: counters.get(f"reconnect.{n}", 0) for n in names}
+            values["main_runs"] = self.app.main_runs
+            loop = stats()["loop"]
+            values["loop_lag_p99_ms"] = round(loop["lag"]["p99_ms"])
+            values["loop_lag_max_ms"] = round(loop["lag"]["max_ms"])
+            self.reply("stats", token, *(f"{k}={v}" for k, v in values.items()))
+
+    async def push(self, token: str, session_id: str) -> None:
+        """Bump the pushes Text and focus the field, as a server-side task would."""
+        user = self.app.sessions.get(session_id)
+        if user is None:
+            self.reply("issued", token, "-")
+            self.reply("done", token, "unknown")
+            return
+        user.pushes.value = str(int(user.pushes.value) + 1)
+        user.pushes.update()  # into the half-open socket
+        focus = asyncio.ensure_future(user.field.focus())
+        await asyncio.sleep(0)  # the invoke_method request is sent now
+        self.reply("issued", token, user.pushes.value)
+        try:
+            await asyncio.wait_for(focus, INVOKE_BOUND_S)
+            outcome = "ok"
+        except TimeoutError:
+            outcome = "timeout"
+        except Exception:
+            outcome = "error"
+        self.reply("done", token, outcome)
+
+
+async def serve(mode: str, window: float) -> None:
+    """The child side of `ServerProcess`: serve and obey stdin until it closes."""
+    import flet_web.fastapi as flet_fastapi
+    import uvicorn
+
+    app = BenchApp(mode == "buffered", window)
+    # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets, as
+    # `uvicorn.run(host=..., port=...)` does; with proto 0 Nagle delays the
+    # second of two back-to-back frames by the peer's delayed ACK (~40 ms).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    # uvicorn's default pings (20 s + 20 s) as in production: that is how long
+    # plain Flet needs to notice a half-open socket.
+    server = uvicorn.Server(
+        uvicorn.Config(flet_fastapi.app(app.main), log_level="error")
+    )
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if serving.done() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        await asyncio.sleep(0.01)
+    ControlChannel.reply(f"ws://127.0.0.1:{sock.getsockname()[1]}/ws")
+    channel = ControlChannel(app)
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    while line := await reader.readline():
+        if words := line.decode().split():
+            channel.handle(words)
+    server.should_exit = True
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(serving), 10)
+
+
+class ServerProcess:
+    """The app served by `bench_flaky.py --serve MODE`, with its control channel."""
+
+    def __init__(self, mode: str, window: float) -> None:
+        self.command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *("--serve", mode),
+            *("--window", str(window)),
+        ]
+        self.process: asyncio.subprocess.Process | None = None
+        self.ws_url = ""
+        self.port = 0
+        self._replies: dict[tuple[str, str], asyncio.Future[list[str]]] = {}
+        self._tokens = 0
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ServerProcess:
+        self.process = await asyncio.create_subprocess_exec(
+            *self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), 60)
+        if not line.startswith(b"ws://"):
+            await self.__aexit__()
+            raise RuntimeError(f"the benchmark server did not start: {line!r}")
+        self.ws_url = line.decode().strip()
+        self.port = int(self.ws_url.rsplit(":", 1)[1].split("/")[0])
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            kind, token, *rest = line.decode().split()
+            future = self._replies.pop((kind, token), None)
+            if future is not None and not future.done():
+                future.set_result(rest)
+
+    def _expect(self, kind: str, token: str) -> asyncio.Future[list[str]]:
+        future = asyncio.get_running_loop().create_future()
+        self._replies[(kind, token)] = future
+        return future
+
+    def _send(self, *words: str) -> None:
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write((" ".join(words) + "\n").encode())
+
+    def push(self, session_id: str) -> tuple[asyncio.Future[list[str]], ...]:
+        """Ask for a pushes bump + focus call: (issued, done) reply futures."""
+        self._tokens += 1
+        token = str(self._tokens)
+        issued, done = self._expect("issued", token), self._expect("done", token)
+        self._send("push", token, session_id)
+        return issued, done
+
+    async def request(self, kind: str, *args: str) -> list[str]:
+        """A `state` or `stats` request and its reply."""
+        self._tokens += 1
+        token = str(self._tokens)
+        reply = self._expect(kind, token)
+        self._send(kind, token, *args)
+        return await asyncio.wait_for(reply, 30)
+
+    async def __aexit__(self, *exc: object) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+
+
+# --- the fault proxy ------------------------------------------------------------------
+
+
+class Link:
+    """One proxied connection; `blackholed` makes it half-open."""
+
+    def __init__(self, client: asyncio.StreamWriter) -> None:
+        self.client = client
+        self.upstream: asyncio.StreamWriter | None = None
+        self.blackholed = False
+
+    async def pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while data := await source.read(65536):
+                if self.blackholed:
+                    continue  # lost in transit
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            # Blackholed: the client end vanishing tells the server nothing
+            # (it stays half-open until its pings time out); once the server
+            # end goes, nothing is left.
+            if not self.blackholed or sink is self.client:
+                self.abort()
+
+    def abort(self) -> None:
+        for writer in (self.client, self.upstream):
+            if writer is not None:
+                writer.transport.abort()
+
+
+class LinkProxy:
+    """A loopback TCP proxy whose connections can be blackholed one at a time.
+
+    Links are keyed by the client's local port, so `link_of(client)` finds the
+    one a connected `FletClient` uses.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self.links: dict[int, Link] = {}
+        self._server: asyncio.Server | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def __aenter__(self) -> LinkProxy:
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", 0, backlog=1024
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peer = writer.get_extra_info("peername")[1]
+        link = self.links[peer] = Link(writer)
+        try:
+            up_reader, link.upstream = await asyncio.open_connection(
+                "127.0.0.1", self.upstream_port
+            )
+            await asyncio.gather(
+                link.pump(reader, link.upstream), link.pump(up_reader, writer)
+            )
+        except OSError:
+            link.abort()
+        finally:
+            if self.links.get(peer) is link:
+                del self.links[peer]
+
+    def link_of(self, client: FletClient) -> Link:
+        """The link `client` is connected through."""
+        assert client.ws is not None
+        return self.links[client.ws.transport.get_extra_info("sockname")[1]]
+
+    async def __aexit__(self, *exc: object) -> None:
+        for link in list(self.links.values()):
+            link.abort()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 10)
+
+
+# --- simulated users ------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """What one phase measured."""
+
+    mode: str
+    drops: int = 0
+    sessions_lost: int = 0
+    clicks_lost: int = 0  # counter values held by sessions that were lost
+    consistent_ms: list[float] = field(default_factory=list)
+    connect_ms: list[float] = field(default_factory=list)  # until the page arrived
+    reconnect_failures: int = 0
+    click_failures: int = 0
+    invokes: list[asyncio.Future[list[str]]] = field(default_factory=list)
+    invoke_outcomes: dict[str, int] = field(default_factory=dict)
+    mismatches: int = 0
+    server: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    complete: bool = True
+    own_cores: float = 0.0
+    other_cores: float = 0.0
+
+    @property
+    def invokes_lost(self) -> int:
+        return sum(n for k, n in self.invoke_outcomes.items() if k != "ok")
+
+
+class CpuMeter:
+    """CPU time over a window: this process tree's, and everyone else's."""
+
+    def __init__(self) -> None:
+        self.me = psutil.Process()
+        self.started = time.perf_counter()
+        self.tree = self._tree()
+        self.busy = self._busy()
+
+    def _tree(self) -> dict[int, float]:
+        seconds = {}
+        for process in [self.me, *self.me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                seconds[process.pid] = times.user + times.system
+        return seconds
+
+    @staticmethod
+    def _busy() -> float:
+        times = psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    def cores(self) -> tuple[float, float]:
+        """(own, other) CPU used since the start, in cores."""
+        wall = time.perf_counter() - self.started
+        tree = self._tree()
+        own = sum(t - self.tree.get(pid, 0.0) for pid, t in tree.items())
+        busy = self._busy() - self.busy
+        return own / wall, max(0.0, busy - own) / wall
+
+
+@dataclass
+class User:
+    """One simulated phone and what its session should show."""
+
+    client: FletClient
+    rng: random.Random
+    count: int = 0
+    pushes: int = 0
+
+    def consistent(self, invoked: bool) -> bool:
+        """The mirror shows the expected state (and the focus call arrived)."""
+        return (
+            self.client.value("count") == str(self.count)
+            and self.client.value("pushes") == str(self.pushes)
+            and (not invoked or bool(self.client.invocations))
+        )
+
+
+async def click(user: User) -> None:
+    """Click "+" and wait for the mirror to show the new count."""
+    user.count += 1
+    await user.client.click("inc")
+    await user.client.wait_for(
+        lambda: user.client.value("count") == str(user.count), STEP_TIMEOUT_S
+    )
+
+
+async def drop_and_reconnect(
+    user: User, server: ServerProcess, proxy: LinkProxy, phase: Phase
+) -> None:
+    """Half-open the user's link for a while, then reconnect and time it."""
+    old = user.client
+    drop = user.rng.uniform(*DROP_S)
+    push_at = user.rng.uniform(0, drop / 2)
+    proxy.link_of(old).blackholed = True
+    phase.drops += 1
+    dropped_at = time.perf_counter()
+    await asyncio.sleep(push_at)
+    issued, done = server.push(old.session_id or "")
+    phase.invokes.append(done)
+    reply = await asyncio.wait_for(issued, STEP_TIMEOUT_S)
+    if reply[0] != "-":
+        user.pushes = int(reply[0])
+    await asyncio.sleep(max(0.0, dropped_at + drop - time.perf_counter()))
+    old.abort()  # the phone has moved on; the server side stays half-open
+
+    started = time.perf_counter()  # link restored
+    new = FletClient(proxy.ws_url, session_id=old.session_id)
+    try:
+        await asyncio.wait_for(new.connect(), STEP_TIMEOUT_S)
+        phase.connect_ms.append((time.perf_counter() - started) * 1000)
+        kept = new.session_id == old.session_id
+        if not kept:
+            phase.sessions_lost += 1
+            phase.clicks_lost += user.count
+            user.count = user.pushes = 0
+        user.client = new
+        await new.wait_for(lambda: user.consistent(invoked=kept), STEP_TIMEOUT_S)
+    except (TimeoutError, ConnectionError, OSError):
+        phase.reconnect_failures += 1  # counted at the timeout: a lower bound
+        user.client = new
+    phase.consistent_ms.append((time.perf_counter() - started) * 1000)
+
+
+async def run_user(
+    user: User,
+    server: ServerProcess,
+    proxy: LinkProxy,
+    deadline: float,
+    phase: Phase,
+) -> None:
+    """Connected-then-dropped cycles until `deadline`."""
+    while time.perf_counter() < deadline:
+        up_until = time.perf_counter() + user.rng.uniform(*CONNECTED_S)
+        while True:
+            gap = user.rng.uniform(*CLICK_GAP_S)
+            if time.perf_counter() + gap >= min(up_until, deadline):
+                break
+            await asyncio.sleep(gap)
+            try:
+                await click(user)
+            except (TimeoutError, ConnectionError, OSError):
+                phase.click_failures += 1
+                return  # this user's session no longer answers: it stops
+        await asyncio.sleep(max(0.0, min(up_until, deadline) - time.perf_counter()))
+        if time.perf_counter() >= deadline:
+            return
+        await drop_and_reconnect(user, server, proxy, phase)
+        if user.client.ws is None or user.client.closed.is_set():
+            return  # could not get back in: this user stops
+
+
+async def connect_all(
+    url: str, rngs: list[random.Random], batch: int = 20
+) -> list[User]:
+    """Connect one user per rng, `batch` at a time."""
+    users: list[User] = []
+    for start in range(0, len(rngs), batch):
+        chunk = rngs[start : start + batch]
+        clients = await asyncio.gather(*(FletClient(url).connect() for _ in chunk))
+        users += [User(c, r) for c, r in zip(clients, chunk, strict=True)]
+    return users
+
+
+async def close_all(users: list[User]) -> None:
+    """Abort every user's socket (a clean close into a dead link would wait)."""
+    for user in users:
+        with contextlib.suppress(Exception):
+            if user.client.ws is not None:
+                user.client.abort()
+
+
+async def verify(users: list[User], server: ServerProcess, phase: Phase) -> None:
+    """Compare every live mirror with the server's state of its session."""
+    for user in users:
+        client = user.client
+        if client.ws is None or client.closed.is_set():
+            continue
+        count, pushes = await server.request("state", client.session_id or "")
+        if (client.value("count"), client.value("pushes")) != (count, pushes):
+            phase.mismatches += 1
+
+
+async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
+    """One phase: its own server and proxy, `args.clients` users."""
+    phase = Phase(mode)
+    rngs = [random.Random(f"{args.seed}-{i}") for i in range(args.clients)]
+    async with (
+        ServerProcess(mode, args.window) as server,
+        LinkProxy(server.port) as proxy,
+    ):
+        users = await connect_all(proxy.ws_url, rngs)
+        try:
+            await asyncio.gather(*(click(u) for u in users))  # warm-up
+            meter = CpuMeter()
+            started = time.perf_counter()
+            deadline = started + args.duration
+            bound = args.duration + DROP_S[1] + 3 * STEP_TIMEOUT_S
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(
+                        *(run_user(u, server, proxy, deadline, phase) for u in users)
+                    ),
+                    bound,
+                )
+            except asyncio.TimeoutError:
+                phase.complete = False
+            phase.seconds = time.perf_counter() - started
+            phase.own_cores, phase.other_cores = meter.cores()
+            # Late focus answers: give them GRACE_S, then count the rest lost.
+            if phase.invokes:
+                await asyncio.wait(phase.invokes, timeout=GRACE_S)
+            for done in phase.invokes:
+                outcome = done.result()[0] if done.done() else "never"
+                phase.invoke_outcomes[outcome] = (
+                    phase.invoke_outcomes.get(outcome, 0) + 1
+                )
+            await verify(users, server, phase)
+            stats = await server.request("stats")
+            phase.server = {k: int(v) for k, v in (w.split("=") for w in stats)}
+        finally:
+            await close_all(users)
+    return phase
+
+
+# --- report -------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (nan when empty)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def ms(value: float) -> str:
+    """Milliseconds for the table."""
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def machine() -> str:
+    """CPU model and count, OS, Python and Flet versions."""
+    model = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, flet {version('flet')}"
+    )
+
+
+def code_version() -> str:
+    """`git describe` of the checkout ("-dirty": edited)."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, ValueError):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def goal_met(phase: Phase) -> bool:
+    """0 sessions lost, 0 one-shot messages lost, p99 under the goal."""
+    return (
+        phase.sessions_lost == 0
+        and phase.invokes_lost == 0
+        and phase.reconnect_failures == 0
+        and phase.click_failures == 0
+        and percentile(phase.consistent_ms, 99) < GOAL_P99_MS
+    )
+
+
+def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
+    """The markdown report: settings, table, goal."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# bench_flaky",
+        "",
+        f"- date: {now}",
+        f"- machine: {machine()}",
+        f"- code: flet-resilient {code_version()}",
+        f"- command: `{command}`",
+        f"- {args.clients} clients, {args.duration:g} s per phase, each: connected "
+        f"{CONNECTED_S[0]:g}-{CONNECTED_S[1]:g} s (a click every "
+        f"{CLICK_GAP_S[0]:g}-{CLICK_GAP_S[1]:g} s), then half-open "
+        f"{DROP_S[0]:g}-{DROP_S[1]:g} s with one server push + focus() call, then "
+        f"reconnect with its session id; buffered window {args.window:g} s",
+        "",
+        "| mode | drops | sessions lost | main() runs | clicks lost with them "
+        "| one-shot sent | one-shot lost | consistent p50 ms | p99 ms | max ms "
+        "| reconnect failures | mirror mismatches | CPU cores: bench / others |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for phase in phases:
+        values = phase.consistent_ms
+        note = "" if phase.complete else " (cut off)"
+        lines.append(
+            f"| {phase.mode}{note} | {phase.drops} | {phase.sessions_lost} | "
+            f"{phase.server.get('main_runs', '?')} | {phase.clicks_lost} | "
+            f"{len(phase.invokes)} | {phase.invokes_lost} | "
+            f"{ms(percentile(values, 50))} | {ms(percentile(values, 99))} | "
+            f"{ms(max(values, default=math.nan))} | {phase.reconnect_failures} | "
+            f"{phase.mismatches} | {phase.own_cores:.2f} / {phase.other_cores:.2f} |"
+        )
+    lines.append("")
+    for phase in phases:
+        outcomes = ", ".join(
+            f"{k} {v}" for k, v in sorted(phase.invoke_outcomes.items())
+        )
+        server = ", ".join(f"{k} {v}" for k, v in phase.server.items())
+        lines.append(
+            f"- {phase.mode}: focus calls: {outcomes or 'none'}; clicks that timed "
+            f"out: {phase.click_failures}; page received after p50 "
+            f"{ms(percentile(phase.connect_ms, 50))} / p99 "
+            f"{ms(percentile(phase.connect_ms, 99))} ms; server: {server}"
+        )
+    busy = [p.mode for p in phases if p.other_cores > NOISY_CORES]
+    if busy:
+        lines.append(
+            f"- warning: other processes used more than {NOISY_CORES:g} cores during "
+            f"{', '.join(busy)}; those times include CPU contention from them"
+        )
+    for phase in phases:
+        if phase.mode == "buffered" and not phase.drops:
+            lines.append("- goal: not measured (no drops; raise --duration)")
+        elif phase.mode == "buffered":
+            lines.append(
+                f"- goal (buffered: 0 sessions lost, 0 one-shot lost, p99 < "
+                f"{GOAL_P99_MS:g} ms): {'met' if goal_met(phase) else 'NOT met'}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# --- entry point --------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=200, help="simulated users")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of drop cycles per phase"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--window", type=float, default=30.0, help="buffer_reconnects window, s"
+    )
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated phases to run, of plain,buffered",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS_DIR / "flaky.md",
+        help="report file (default: benchmarks/results/flaky.md)",
+    )
+    parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes must list some of {', '.join(MODES)}")
+    if not 1 <= args.clients <= 1000 or not 0 < args.duration <= 600:
+        parser.error("need 1 <= --clients <= 1000 and 0 < --duration <= 600")
+    args.modes = [m for m in MODES if m in modes]
+    return args
+
+
+async def run(args: argparse.Namespace) -> list[Phase]:
+    """Every requested phase, one after the other."""
+    phases = []
+    for mode in args.modes:
+        print(
+            f"phase {mode}: {args.clients} clients, {args.duration:g} s ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        phases.append(await run_phase(mode, args))
+    return phases
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark, print the report and save it."""
+    args = parse_args(argv)
+    if args.serve:
+        logging.getLogger("flet_resilient").setLevel(logging.ERROR)
+        asyncio.run(serve(args.serve, args.window))
+        return
+    phases = asyncio.run(run(args))
+    command = "python " + " ".join(
+        [
+            os.path.relpath(sys.argv[0]) if sys.argv[0] else "bench_flaky.py",
+            *sys.argv[1:],
+        ]
+    )
+    text = report(phases, args, command)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(f"saved {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
