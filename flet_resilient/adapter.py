@@ -2,13 +2,17 @@
 
 Everything else in flet-resilient goes through the small functions here, so a
 Flet upgrade is checked against one file. Importing it verifies the installed
-Flet version and installs three narrow fixes on `FletApp`:
+Flet version, then wraps a few Flet methods once (see docs/compatibility.md):
 
 * every ended WebSocket ends or disconnects its session (Flet skips
-  `disconnect_session` when `send_bytes` raises, leaking "connected" sessions);
-* a client that connects but never registers does not leave a send loop behind;
-* frames enqueued from a worker thread wake the event loop at once instead of
-  waiting for uvicorn's next tick (~100 ms), and the outbound backlog is counted.
+  `disconnect_session` when `send_bytes` raises, leaking "connected" sessions),
+  and a client that never registers does not leave a send loop behind;
+* the per-socket send queue is thread-safe (a worker thread's `update()` wakes
+  the loop at once instead of waiting ~100 ms) and measures its backlog;
+* hooks the mitigations plug into: a patch sink per session (coalescing), an
+  outbox per session (replay buffer), session lifecycle events, and the
+  REGISTER_CLIENT vetting that keeps sessions to their app and takes a session
+  over from a stale socket.
 """
 
 from __future__ import annotations
@@ -37,13 +41,31 @@ from flet_resilient.metrics import count, register_section
 from flet_resilient.watchdog import watch_loop
 
 __all__ = [
+    "POLICY_ATTRIBUTE",
     "SUPPORTED_FLET",
+    "Outbox",
+    "PatchSink",
+    "SendQueue",
     "UnsupportedFletVersion",
     "close_session",
+    "control_count",
+    "control_page",
     "current_page",
+    "end_session",
+    "fail_invoke",
+    "invoke_call",
+    "invoke_pending",
+    "is_connected",
     "is_flet_event",
+    "is_one_shot",
+    "message_size",
     "on_session",
+    "patch_now",
+    "resend",
+    "send_queue",
     "sessions",
+    "set_outbox",
+    "set_patch_sink",
 ]
 
 logger = logging.getLogger("flet_resilient")
