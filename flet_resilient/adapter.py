@@ -38,6 +38,7 @@ from flet_web.fastapi.flet_app import FletApp, app_manager
 
 from flet_resilient.background import spawn
 from flet_resilient.metrics import count, register_section
+from flet_resilient.switch import disabled
 from flet_resilient.watchdog import watch_loop
 
 __all__ = [
@@ -435,7 +436,8 @@ def _install() -> None:
     FletApp._FletApp__get_unique_session_id = unique_session_id  # type: ignore[attr-defined]
 
 
-_install()
+if not disabled():  # FLET_RESILIENT_DISABLE=1: leave Flet exactly as shipped
+    _install()
 
 # --- small accessors used by the mitigations ----------------------------------
 

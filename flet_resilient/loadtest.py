@@ -51,6 +51,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from flet_resilient.metrics import Histogram
+from flet_resilient.testing import Action, FletClient
+
 __all__ = ["STATS_PATH", "ModeResult", "build_app", "load_main", "main", "run"]
 
 STATS_PATH = "/__flet_resilient/stats"
@@ -136,7 +139,8 @@ def serve(target: str) -> None:
     # Plain Flet blocks the loop on purpose; the watchdog would log every stall.
     logging.getLogger("flet_resilient.watchdog").setLevel(logging.ERROR)
     app = build_app(load_main(target))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets (as uvicorn.run).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)
@@ -326,10 +330,12 @@ class Meter:
         return own, sum(self.cpu.values()) - own
 
     def my_cpu(self) -> float:
+        """CPU seconds of this (load-generating) process."""
         times = self.me.cpu_times()
         return float(times.user + times.system)
 
     def machine_busy(self) -> float:
+        """Busy CPU seconds of the whole machine, all processes."""
         times = self._psutil.cpu_times()
         return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
@@ -404,7 +410,7 @@ class ModeResult:
 class User:
     """One simulated user: its client and what it has received so far."""
 
-    def __init__(self, client: Any, role: str, rng: random.Random) -> None:
+    def __init__(self, client: FletClient, role: str, rng: random.Random) -> None:
         self.client = client
         self.role = role  # "bystander", "heavy", "viewer"
         self.rng = rng
@@ -421,8 +427,6 @@ class User:
 
         Returns (frames, bytes) counted; `clear` drops the frames seen.
         """
-        from flet_resilient.testing import Action
-
         frames = self.client.frames
         counted = size = 0
         for frame in frames[self.scanned :]:
@@ -452,9 +456,8 @@ def percentile(values: Iterable[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def _patched_since(client: Any, start: int) -> bool:
-    from flet_resilient.testing import Action
-
+def _patched_since(client: FletClient, start: int) -> bool:
+    """Whether a patch frame arrived after the first `start` frames."""
     return any(f.action == Action.PATCH_CONTROL for f in client.frames[start:])
 
 
@@ -494,6 +497,7 @@ class Plan:
     out: Path
 
     def heavy_count(self) -> int:
+        """How many users click the heavy button (at least one bystander left)."""
         if self.scenario != "clicks" or not self.heavy_key or self.heavy_share <= 0:
             return 0
         return min(self.users - 1, max(1, round(self.users * self.heavy_share)))
@@ -502,7 +506,7 @@ class Plan:
 BUTTON_TYPES = ("Button", "IconButton", "FloatingActionButton", "Chip")
 
 
-def find_button(client: Any, exclude: str | None) -> str | None:
+def find_button(client: FletClient, exclude: str | None) -> str | None:
     """The key of the first keyed button in the mirror (not `exclude`)."""
     for control in client.controls.values():
         key, kind = control.get("key"), str(control.get("_c", ""))
@@ -515,8 +519,6 @@ async def connect_users(
     plan: Plan, url: str, result: ModeResult, users: list[User]
 ) -> None:
     """Connect `plan.users` clients, `plan.batch` at a time, into `users`."""
-    from flet_resilient.testing import FletClient
-
     rng = random.Random(plan.seed)
     heavy = plan.heavy_count()
     result.heavy_users = heavy
@@ -544,6 +546,7 @@ async def connect_users(
 
 
 def _note(result: ModeResult, message: str) -> None:
+    """Keep the first few problems for the report."""
     if len(result.errors) < 20:
         result.errors.append(message)
 
@@ -603,8 +606,6 @@ async def flaky_user(
     user: User, plan: Plan, result: ModeResult, start: float, deadline: float
 ) -> None:
     """Stay online a while (clicking), vanish abruptly, come back with the session."""
-    from flet_resilient.testing import FletClient
-
     while time.monotonic() < deadline:
         online = user.rng.uniform(0.5, 1.5) * plan.drop_every
         online_until = time.monotonic() + online
@@ -667,13 +668,11 @@ async def guarded(user: User, result: ModeResult, behaviour: Callable[[], Any]) 
 def _lag(
     start: dict[str, Any] | None, end: dict[str, Any] | None
 ) -> tuple[float, float, int]:
-    """(p99, max) loop lag in ms over the window, from two stats() snapshots.
+    """(p99 ms, max ms, stalls) of the loop lag between two stats() snapshots.
 
     The histogram is cumulative, so the window is the bucket difference; its
     max is the window's highest bucket bound, capped by the server's max.
     """
-    from flet_resilient.metrics import Histogram
-
     if not end or "loop" not in end:
         return math.nan, math.nan, 0
     before = (start or {}).get("loop", {}).get("lag", {}).get("buckets_ms", {})
@@ -693,6 +692,7 @@ def _lag(
 def _counter_diff(
     start: dict[str, Any] | None, end: dict[str, Any] | None
 ) -> dict[str, int]:
+    """Server counters that moved between two stats() snapshots."""
     before = (start or {}).get("counters", {})
     after = (end or {}).get("counters", {})
     diff = {k: int(v) - int(before.get(k, 0)) for k, v in after.items()}
@@ -724,6 +724,7 @@ async def _run_with_server(
     result: ModeResult,
     users: list[User],
 ) -> None:
+    """Connect, warm up, run the scenario for `plan.duration`, then measure."""
     label = f"[{result.mode}]"
     connecting = asyncio.create_task(connect_users(plan, server.ws_url, result, users))
     early: list[tuple[float, int, int, int]] = []  # (when, users, rss, tree)
@@ -866,6 +867,7 @@ async def _sample(
 
 
 def _progress(line: str) -> None:
+    """One progress line on stderr (stdout gets the table)."""
     print(line, file=sys.stderr, flush=True)
 
 
@@ -899,12 +901,14 @@ async def run(plan: Plan, modes: list[str]) -> list[ModeResult]:
 
 
 def _ms(value: float) -> str:
+    """Milliseconds for the table: one decimal below 100."""
     if math.isnan(value):
         return "n/a"
     return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
 
 
 def _num(value: float, digits: int = 1) -> str:
+    """A number for the table (n/a for nan)."""
     if math.isnan(value):
         return "n/a"
     return f"{value:,.{digits}f}"
@@ -1047,6 +1051,7 @@ def table(plan: Plan, results: list[ModeResult]) -> str:
 
 
 def _ratio(plain: float, resilient: float) -> str:
+    """plain ÷ resilient, or - when it means nothing."""
     if math.isnan(plain) or math.isnan(resilient) or resilient == 0:
         return "-"
     ratio = plain / resilient
@@ -1198,16 +1203,17 @@ def plot(plan: Plan, results: list[ModeResult], path: Path) -> bool:
         top.set_yscale("log")
         what = "click → patch" if plan.scenario == "clicks" else "reconnect, click"
         top.set_ylabel(f"{what} (ms, log)")
-    top.set_title(
-        f"{plan.target}: {plan.scenario}, {plan.users} users", loc="left", fontsize=11
+    fig.suptitle(
+        f"{plan.target}: {plan.scenario}, {plan.users} users", x=0.01, ha="left"
     )
     top.grid(True, which="both", alpha=0.3)
-    top.legend(fontsize=8, loc="upper left")
+    # Above the axes: the points fill every corner of the plot.
+    top.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2)
     bottom.set_ylabel("RSS (MB)")
     bottom.set_ylim(bottom=0)
     bottom.set_xlabel("seconds since the measured window started (< 0: connecting)")
     bottom.grid(True, alpha=0.3)
-    bottom.legend(fontsize=8, loc="upper left")
+    bottom.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,8 +1,10 @@
 """`FLET_RESILIENT_DISABLE=1` turns every mitigation off (for side-by-side runs).
 
-With it set when an app is imported, the decorators leave `main` as plain
-Flet would run it and `@offload` calls its function inline on the event loop,
-so the same app can be measured with and without flet-resilient.
+With it set when flet_resilient is imported, the adapter leaves Flet exactly
+as shipped, the decorators leave `main` as plain Flet would run it and
+`@offload` calls its function inline on the event loop, so the same app can be
+measured with and without flet-resilient (the loop-lag watchdog still measures
+if started with `watch_loop()`).
 """
 
 from __future__ import annotations

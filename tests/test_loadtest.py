@@ -1,0 +1,187 @@
+"""The load-test CLI end to end: real server processes, real protocol, real report.
+
+Short runs against the examples; the assertions are about what was measured
+(counts, both modes, cleanup), not about timings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from flet_resilient import loadtest
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU_HEAVY = f"{ROOT / 'examples' / 'cpu_heavy.py'}:main"
+DASHBOARD = str(ROOT / "examples" / "live_dashboard.py")
+
+
+def server_children() -> list[psutil.Process]:
+    """Load-test server processes started by this test process, still alive."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "--serve" in child.cmdline() and child.status() != "zombie":
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def results(out: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return {r["mode"]: r for r in data["results"]}
+
+
+def test_compare_clicks_writes_both_modes(tmp_path: Path) -> None:
+    """--compare: plain and resilient each measured, heavy users apart."""
+    code = loadtest.main(
+        [
+            CPU_HEAVY,
+            *("--users", "6", "--duration", "3", "--scenario", "clicks"),
+            *("--heavy-key", "crunch", "--heavy-share", "0.2", "--compare"),
+            *("--out", str(tmp_path)),
+        ]
+    )
+    assert code == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| metric | plain | resilient | plain ÷ resilient |" in report
+    assert "bystander click→patch p99 ms" in report
+    assert "heavy click→patch p99 ms" in report
+    by_mode = results(tmp_path)
+    assert set(by_mode) == {"plain", "resilient"}
+    for mode in by_mode.values():
+        assert mode["connected"] == 6
+        assert mode["heavy_users"] == 1
+        assert len(mode["bystander"]) > 0
+        assert len(mode["heavy"]) > 0
+        assert mode["frames"] > 0 and mode["bytes"] > 0
+        assert mode["rss_peak"] > 0 and mode["server_cpu_s"] > 0
+        assert not math.isnan(mode["lag_p99_ms"])  # the stats route answered
+        assert len(mode["ticks"]) >= 3
+    # Plain Flet ran the CPU job inline; the resilient server offloaded it.
+    assert "offload.completed" not in by_mode["plain"]["counters"]
+    assert by_mode["resilient"]["counters"].get("offload.calls", 0) > 0
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "loadtest.png").stat().st_size > 10_000
+        assert "![latency and memory over time](loadtest.png)" in report
+    assert server_children() == []
+
+
+def test_dashboard_counts_frames_per_user(tmp_path: Path) -> None:
+    """Dashboard users only receive: frames keep flowing to every user."""
+    code = loadtest.main(
+        [
+            DASHBOARD,
+            *("--users", "3", "--duration", "2", "--scenario", "dashboard"),
+            *("--out", str(tmp_path)),
+        ]
+    )
+    assert code == 0
+    mode = results(tmp_path)["resilient"]
+    assert mode["frames"] > 3 * 2  # many per user and second
+    assert mode["flowing"] == 3
+    assert "users receiving in the last 2 s" in (tmp_path / "report.md").read_text()
+
+
+def test_flaky_reconnects_with_the_session_id(tmp_path: Path) -> None:
+    """Flaky users reset their sockets and come back to their own session."""
+    code = loadtest.main(
+        [
+            CPU_HEAVY,
+            *("--users", "3", "--duration", "3", "--scenario", "flaky"),
+            *("--drop-every", "0.8", "--click-key", "plus", "--mode", "plain"),
+            *("--out", str(tmp_path)),
+        ]
+    )
+    assert code == 0
+    mode = results(tmp_path)["plain"]
+    assert len(mode["reconnects"]) >= 3
+    assert mode["reconnect_failures"] == 0
+    assert all(r["ms"] > 0 for r in mode["reconnects"])
+    assert len(mode["bystander"]) > 0
+    assert "sessions lost" in (tmp_path / "report.md").read_text()
+
+
+def test_without_matplotlib_the_report_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
+    plan = loadtest.Plan(
+        target="app:main",
+        scenario="clicks",
+        users=1,
+        duration=1.0,
+        click_key="plus",
+        heavy_key=None,
+        heavy_share=0.0,
+        think=1.0,
+        drop_every=4.0,
+        click_timeout=1.0,
+        batch=1,
+        seed=1,
+        out=tmp_path,
+    )
+    result = loadtest.ModeResult("resilient", 1, bystander=[loadtest.Sample(0, 5)])
+    assert not loadtest.plot(plan, [result], tmp_path / "loadtest.png")
+    assert not (tmp_path / "loadtest.png").exists()
+    assert "| click→patch p50 ms | 5.0 |" in loadtest.table(plan, [result])
+
+
+def test_load_main_accepts_paths_and_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_main adds the root
+    main = loadtest.load_main("examples/cpu_heavy.py:main")
+    cpu_heavy = sys.modules["examples.cpu_heavy"]
+    assert main is cpu_heavy.main
+    assert loadtest.load_main("examples.cpu_heavy:main") is cpu_heavy.main
+    assert loadtest.load_main("examples/cpu_heavy.py") is cpu_heavy.main
+    with pytest.raises(SystemExit, match="no callable"):
+        loadtest.load_main("examples.cpu_heavy:nope")
+
+
+def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
+    """SIGINT mid-run: the CLI exits 130 and its server process is gone."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "flet_resilient.loadtest", CPU_HEAVY),
+            *("--users", "2", "--duration", "60", "--out", str(tmp_path)),
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # wait for the first measured second
+            if " users 2/2 " in line:
+                break
+        servers = [
+            c
+            for c in psutil.Process(process.pid).children()
+            if "--serve" in c.cmdline()
+        ]
+        assert len(servers) == 1
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130
+        deadline = time.monotonic() + 10
+        while servers[0].is_running() and servers[0].status() != "zombie":
+            assert time.monotonic() < deadline, "the server process survived Ctrl-C"
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
