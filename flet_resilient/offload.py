@@ -52,13 +52,22 @@ class Offloaded(Protocol[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]: ...
 
 
+DEFAULT_PROCESSES = max(1, (os.cpu_count() or 2) - 1)
+"""One core stays free for the event loop that serves every user."""
+DEFAULT_THREADS = 32
+DEFAULT_START_METHOD = "spawn"
+DEFAULT_WORKER_NICE = 10
+"""Workers run at a lower CPU priority, so the loop wins when cores are short."""
+
+
 class _Backends:
     """The process-wide backends, created lazily and replaceable by configure."""
 
     def __init__(self) -> None:
-        self.processes = os.cpu_count() or 2
-        self.threads = 32
-        self.start_method = "spawn"
+        self.processes = DEFAULT_PROCESSES
+        self.threads = DEFAULT_THREADS
+        self.start_method = DEFAULT_START_METHOD
+        self.worker_nice = DEFAULT_WORKER_NICE
         self.executor: Executor | None = None
         self._process: ProcessBackend | None = None
         self._thread: ThreadBackend | None = None
@@ -77,7 +86,9 @@ class _Backends:
                 self._custom[executor] = ExecutorBackend(executor)
             return self._custom[executor]
         if self._process is None:
-            self._process = ProcessBackend(self.processes, self.start_method)
+            self._process = ProcessBackend(
+                self.processes, self.start_method, self.worker_nice
+            )
         return self._process
 
     def reset(self) -> None:
@@ -102,30 +113,39 @@ _session_jobs: defaultdict[str, set[anyio.CancelScope]] = defaultdict(set)
 
 def configure_offload(
     *,
-    processes: int | None = None,
-    threads: int | None = None,
+    processes: int = DEFAULT_PROCESSES,
+    threads: int = DEFAULT_THREADS,
     executor: Executor | None = None,
-    start_method: str | None = None,
+    start_method: str = DEFAULT_START_METHOD,
+    worker_nice: int = DEFAULT_WORKER_NICE,
 ) -> None:
     """Set the global limits and default executor for every `@offload`.
 
     `processes`/`threads` are the global worker limits (shared round-robin
-    between sessions); `executor` sends process-kind calls to any
-    `concurrent.futures.Executor` instead of the built-in pool (e.g. a Dask
-    `Client.get_executor()`). Running pools are replaced on the next call.
+    between sessions; by default one core is left to the event loop);
+    `executor` sends process-kind calls to any `concurrent.futures.Executor`
+    instead of the built-in pool (e.g. a Dask `Client.get_executor()`);
+    `worker_nice` lowers the built-in workers' CPU priority (POSIX; 0 keeps
+    it). Running pools are replaced on the next call; no arguments restores
+    the defaults.
     """
     for label, value in (("processes", processes), ("threads", threads)):
-        if value is not None and (not isinstance(value, int) or value < 1):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{label} must be a positive int, got {value!r}")
+    if not isinstance(worker_nice, int) or not 0 <= worker_nice <= 19:
+        raise ValueError(
+            f"worker_nice must be an int from 0 to 19, got {worker_nice!r}"
+        )
     if executor is not None and not isinstance(executor, Executor):
         raise TypeError(
             f"executor must be a concurrent.futures.Executor, got {executor!r}"
         )
     _backends.reset()
-    _backends.processes = processes or _backends.processes
-    _backends.threads = threads or _backends.threads
+    _backends.processes = processes
+    _backends.threads = threads
     _backends.executor = executor
-    _backends.start_method = start_method or _backends.start_method
+    _backends.start_method = start_method
+    _backends.worker_nice = worker_nice
 
 
 def _cancel_session_jobs(session: Any) -> None:

@@ -102,7 +102,10 @@ class FletServer:
             pending = asyncio.all_tasks(loop)  # e.g. the app's background producers
             for task in pending:
                 task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:
+                loop.run_until_complete(
+                    asyncio.gather(*pending, return_exceptions=True)
+                )
             loop.close()
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -23,6 +23,9 @@ __all__ = ["LoopWatchdog", "watch_loop"]
 
 logger = logging.getLogger("flet_resilient.watchdog")
 
+LOG_EVERY = 10.0
+"""Seconds between two logged stall stacks (every stall is still counted)."""
+
 
 class LoopWatchdog:
     """Measures one event loop's lag and reports stalls longer than `threshold`."""
@@ -39,6 +42,8 @@ class LoopWatchdog:
         self.lag = Histogram()
         self.stalls: list[str] = []
         self._heartbeat = time.monotonic()
+        self._logged_at = -LOG_EVERY
+        self._unlogged = 0
         self._loop_thread = threading.get_ident()
         self._task = loop.create_task(self._tick())
         threading.Thread(
@@ -68,11 +73,19 @@ class LoopWatchdog:
         stack = "".join(traceback.format_stack(frame, limit=8))
         count("loop.stalls")
         self.stalls = [*self.stalls[-9:], stack]
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at < LOG_EVERY:
+            return  # at most one stack per LOG_EVERY seconds; the rest are counted
+        self._logged_at = now
         logger.warning(
-            "event loop blocked for more than %.0f ms; it is running:\n%s",
+            "event loop blocked for more than %.0f ms (%d stall(s) since the last "
+            "report); it is running:\n%s",
             self.threshold * 1000,
+            self._unlogged,
             stack,
         )
+        self._unlogged = 0
 
     def stop(self) -> None:
         self._task.cancel()

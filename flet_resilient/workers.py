@@ -53,8 +53,11 @@ def call_by_reference(module: str, qualname: str, payload: bytes) -> Any:
     return resolve(module, qualname)(*args, **kwargs)
 
 
-def warm_up(module: str) -> int:
-    """Worker-side: import the job's module ahead of the job; return the pid."""
+def warm_up(module: str, nice: int) -> int:
+    """Worker-side: lower the CPU priority, import the job's module ahead of
+    the job; return the pid."""
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)
     importlib.import_module(module)
     return os.getpid()
 
@@ -119,8 +122,9 @@ class ExecutorBackend:
 class _Worker:
     """One reusable worker process (a one-process pool), killed on demand."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, nice: int) -> None:
         self._context = context
+        self._nice = nice
         self._pool: ProcessPoolExecutor | None = None
         self._pid: int | None = None
 
@@ -134,7 +138,7 @@ class _Worker:
             if self._pid is None:  # a running call can only be killed by its pid
                 # The first submit starts the process: keep that off the loop.
                 warming = await anyio.to_thread.run_sync(
-                    self._pool.submit, warm_up, reference[0]
+                    self._pool.submit, warm_up, reference[0], self._nice
                 )
                 self._pid = await asyncio.wrap_future(warming)
             future = self._pool.submit(call_by_reference, *reference)
@@ -173,10 +177,10 @@ class ProcessBackend:
     was running (a shared `ProcessPoolExecutor` would fail every call in flight).
     """
 
-    def __init__(self, size: int, start_method: str = "spawn") -> None:
+    def __init__(self, size: int, start_method: str, nice: int) -> None:
         context = multiprocessing.get_context(start_method)
         self.slots = FairSlots(size)
-        self._workers = [_Worker(context) for _ in range(size)]
+        self._workers = [_Worker(context, nice) for _ in range(size)]
         self._idle = list(self._workers)
 
     async def run(self, call: Call, timeout: float | None) -> Any:

@@ -61,3 +61,8 @@ hold_latest = offload(hold, kind="thread", per_session=1, policy="latest")
 @offload(per_session=1)
 def long_spin(seconds: float) -> float:
     return spin(seconds)
+
+
+@offload
+def niceness() -> int:
+    return os.nice(0)

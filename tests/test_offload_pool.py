@@ -1,6 +1,8 @@
 """The process pool: reuse, timeouts, crashes, unpicklable work, clear errors."""
 
 import asyncio
+import importlib
+import os
 import threading
 
 import offload_jobs
@@ -9,6 +11,7 @@ import pytest
 from flet_resilient import (
     OffloadTimeout,
     WorkerCrashed,
+    configure_offload,
     offload,
     stats,
 )
@@ -85,3 +88,20 @@ async def test_unpicklable_argument_names_the_function():
 async def test_exceptions_from_the_job_propagate():
     with pytest.raises(TypeError):
         await offload_jobs.square("x")
+
+
+async def test_workers_run_at_a_lower_cpu_priority_than_the_loop():
+    assert await offload_jobs.niceness() == min(19, os.nice(0) + 10)
+
+
+def test_configure_without_arguments_restores_the_defaults():
+    module = importlib.import_module("flet_resilient.offload")  # not the function
+
+    configure_offload(processes=5, threads=3, worker_nice=0)
+    configure_offload()
+    assert module._backends.processes == module.DEFAULT_PROCESSES
+    assert module._backends.threads == module.DEFAULT_THREADS
+    assert module._backends.worker_nice == module.DEFAULT_WORKER_NICE
+    configure_offload(processes=2)  # what the rest of this suite uses
+    with pytest.raises(ValueError, match="worker_nice"):
+        configure_offload(worker_nice=40)

@@ -1,5 +1,6 @@
 """Acceptance: one user's 1.5 s CPU job must not stall another user's click."""
 
+import asyncio
 import threading
 
 import flet as ft
@@ -11,7 +12,9 @@ from flet_resilient.testing import FletClient, FletServer
 JOB_SECONDS = 1.5
 
 
-def make_app(use_offload: bool, job_done: threading.Event):
+def make_app(
+    use_offload: bool, job_started: threading.Event, job_done: threading.Event
+):
     def main(page: ft.Page) -> None:
         status = ft.Text("idle", key="status")
         count = ft.Text("0", key="count")
@@ -19,6 +22,7 @@ def make_app(use_offload: bool, job_done: threading.Event):
         async def heavy(e: ft.Event) -> None:
             status.value = "busy"
             status.update()
+            job_started.set()
             if use_offload:
                 await spin_offloaded(JOB_SECONDS)
             else:
@@ -42,14 +46,15 @@ def make_app(use_offload: bool, job_done: threading.Event):
 
 @pytest.mark.parametrize("use_offload", [True, False], ids=["offload", "plain"])
 async def test_bystander_click_answered_while_cpu_job_runs(use_offload):
-    job_done = threading.Event()
+    job_started, job_done = threading.Event(), threading.Event()
     async with (
-        FletServer(make_app(use_offload, job_done)) as server,
+        FletServer(make_app(use_offload, job_started, job_done)) as server,
         FletClient(server.ws_url) as a,
         FletClient(server.ws_url) as b,
     ):
+        await b.wait_for(lambda: b.find("light"))
         await a.click("heavy")
-        await a.wait_for(lambda: a.value("status") == "busy")
+        await asyncio.to_thread(job_started.wait, 10)  # A's job is under way
         await b.click("light")
         await b.wait_for(lambda: b.value("count") == "1", timeout=30)
         answered_during_job = not job_done.is_set()

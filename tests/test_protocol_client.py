@@ -3,7 +3,7 @@
 import flet as ft
 import pytest
 
-from flet_resilient.testing import FletClient
+from flet_resilient.testing import FletClient, FletServer
 
 
 def counter_app(page: ft.Page) -> None:
@@ -75,3 +75,9 @@ async def test_reconnect_after_a_clean_close_gets_the_session_back(flet_client):
     await again.wait_for(lambda: again.value("count") == "1")
     assert again.session_id == flet_client.session_id
     await again.close()
+
+
+def test_a_server_with_nothing_running_stops_cleanly():
+    server = FletServer(lambda page: None).start()
+    server.stop()
+    assert server.loop.is_closed()
