@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import datetime
 import gc
+import importlib
 import logging
 import math
 import os
@@ -479,7 +480,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--job-seconds", type=float, default=0.5, help="CPU seconds per heavy click"
     )
     parser.add_argument(
-        "--processes", type=int, default=2, help="@offload worker processes"
+        "--processes",
+        type=int,
+        default=importlib.import_module("flet_resilient.offload").DEFAULT_PROCESSES,
+        help="@offload worker processes (default: the library's, cores - 1)",
     )
     parser.add_argument(
         "--modes",
@@ -502,7 +506,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--worker-nice",
         type=int,
         default=0,
-        help="niceness the offloaded job gives its worker process (0: unchanged)",
+        help="niceness the job sets on its worker (0: keep the library's nice 10)",
     )
     parser.add_argument(
         "--in-process",
