@@ -37,7 +37,6 @@ import datetime
 import logging
 import math
 import os
-import platform
 import random
 import socket
 import subprocess
@@ -45,12 +44,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 
 import flet as ft
 import psutil
 
+from flet_resilient.measure import code_version, machine, ms, percentile
 from flet_resilient.testing import FletClient
 
 MODES = ("plain", "buffered")
@@ -604,50 +603,6 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
 # --- report -------------------------------------------------------------------------
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (nan when empty)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def ms(value: float) -> str:
-    """Milliseconds for the table."""
-    if math.isnan(value):
-        return "n/a"
-    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
-
-
-def machine() -> str:
-    """CPU model and count, OS, Python and Flet versions."""
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, flet {version('flet')}"
-    )
-
-
-def code_version() -> str:
-    """`git describe` of the checkout ("-dirty": edited)."""
-    try:
-        done = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, ValueError):
-        return "unknown"
-    return done.stdout.strip() or "unknown"
-
-
 def goal_met(phase: Phase) -> bool:
     """0 sessions lost, 0 one-shot messages lost, p99 under the goal."""
     return (
@@ -667,7 +622,7 @@ def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
         "",
         f"- date: {now}",
         f"- machine: {machine()}",
-        f"- code: flet-resilient {code_version()}",
+        f"- code: flet-resilient {code_version(Path(__file__).resolve().parent)}",
         f"- command: `{command}`",
         f"- {args.clients} clients, {args.duration:g} s per phase, each: connected "
         f"{CONNECTED_S[0]:g}-{CONNECTED_S[1]:g} s (a click every "

@@ -38,20 +38,19 @@ import importlib
 import logging
 import math
 import os
-import platform
 import random
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 
 import flet as ft
 import psutil
 
 from flet_resilient import configure_offload, offload
+from flet_resilient.measure import code_version, connect_many, machine, ms, percentile
 from flet_resilient.testing import FletClient, FletServer
 
 MODES = ("idle", "plain", "offload")
@@ -270,17 +269,6 @@ async def heavy_user(
             phase.heavy_jobs += 1
 
 
-async def connect_all(url: str, users: int, batch: int = 20) -> list[FletClient]:
-    """Connect `users` clients, `batch` at a time."""
-    clients: list[FletClient] = []
-    for start in range(0, users, batch):
-        size = min(batch, users - start)
-        clients += await asyncio.gather(
-            *(FletClient(url).connect() for _ in range(size))
-        )
-    return clients
-
-
 async def close_all(clients: list[FletClient]) -> None:
     """Close every client; abort the ones that do not close within 10 s."""
     try:
@@ -304,7 +292,7 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
     else:
         server = ServerProcess(mode, args)
     async with server:
-        clients = await connect_all(server.ws_url, args.users)
+        clients = await connect_many(server.ws_url, args.users)
         try:
             heavy_count = max(1, round(args.users * args.heavy_share))
             heavy, bystanders = clients[:heavy_count], clients[heavy_count:]
@@ -358,50 +346,6 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
 # --- report -------------------------------------------------------------------------
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (nan when empty)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def ms(value: float) -> str:
-    """Milliseconds for the table: 3 significant-ish digits."""
-    if math.isnan(value):
-        return "n/a"
-    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
-
-
-def machine() -> str:
-    """CPU model and count, OS, Python and Flet versions."""
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, flet {version('flet')}"
-    )
-
-
-def code_version() -> str:
-    """`git describe` of the checkout the benchmark ran from ("-dirty": edited)."""
-    try:
-        done = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, ValueError):
-        return "unknown"
-    return done.stdout.strip() or "unknown"
-
-
 def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
     """The markdown report: settings, table, ratios, goal."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -411,7 +355,7 @@ def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
         "",
         f"- date: {now}",
         f"- machine: {machine()}",
-        f"- code: flet-resilient {code_version()}",
+        f"- code: flet-resilient {code_version(Path(__file__).resolve().parent)}",
         f"- command: `{command}`",
         f"- {args.users} users ({heavy} heavy, {args.users - heavy} bystanders), "
         f"{args.duration:g} s per phase, {args.job_seconds:g} s CPU jobs, "

@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import os
-import platform
 import random
 import shlex
 import signal
@@ -45,12 +44,12 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from flet_resilient.measure import machine, percentile
 from flet_resilient.metrics import Histogram
 from flet_resilient.testing import Action, FletClient
 
@@ -446,14 +445,6 @@ class User:
         result.frames += counted
         result.bytes += size
         return counted, size
-
-
-def percentile(values: Iterable[float], p: float) -> float:
-    """Nearest-rank percentile (nan when empty)."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def _patched_since(client: FletClient, start: int) -> bool:
@@ -1056,20 +1047,6 @@ def _ratio(plain: float, resilient: float) -> str:
         return "-"
     ratio = plain / resilient
     return f"{ratio:,.1f}x" if ratio < 100 else f"{ratio:,.0f}x"
-
-
-def machine() -> str:
-    """CPU model and count, OS, Python and Flet versions."""
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, flet {version('flet')}"
-    )
 
 
 def report(plan: Plan, results: list[ModeResult], command: str, plot_note: str) -> str:
