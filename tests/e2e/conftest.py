@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-sys.path.insert(0, str(ROOT / "examples"))  # `import cpu_heavy` (also in workers)
+sys.path.insert(0, str(ROOT / "examples"))  # the examples (also in workers)
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -40,22 +40,31 @@ async def launch(playwright: Playwright) -> Browser:
 
 
 async def open_app(
-    context: BrowserContext, url: str, ready_text: str, timeout: float = 30
+    context: BrowserContext,
+    url: str,
+    ready_text: str,
+    timeout: float = 30,
+    role: str | None = "button",
 ) -> Page:
     """Open the Flet app at `url` with semantics on; wait until `ready_text` shows.
 
-    `ready_text` is the accessible name of a button the app renders (proof that
-    the client connected, registered and drew the page).
+    `ready_text` is the accessible name of a button the app renders (or, with
+    `role=None`, a text): proof that the client connected, registered and drew
+    the page.
     """
     page = await context.new_page()
     page.on("pageerror", lambda exc: print(f"browser page error: {exc}"))
     await page.goto(url)
-    button = page.get_by_role("button", name=ready_text, exact=True)
+    button = (
+        page.get_by_role(role, name=ready_text, exact=True)  # type: ignore[arg-type]
+        if role
+        else page.get_by_text(ready_text, exact=True)
+    )
     deadline = time.monotonic() + timeout
     while await button.count() == 0:
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"the Flet client at {url} showed no {ready_text!r} button within "
+                f"the Flet client at {url} showed no {ready_text!r} within "
                 f"{timeout} s (splash screen stuck? semantics not enabled?)"
             )
         # The placeholder exists from engine start until semantics is on; the
