@@ -67,10 +67,18 @@ class MemoryStore:
 
 
 class DiskStore:
-    """One file per key under `path`; writes are atomic, I/O runs in threads."""
+    """One file per key under `path`; writes are atomic, I/O runs in threads.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    Expired files are removed when read, and by a scan of the directory at
+    most every `purge_interval` seconds (run along with a write).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], purge_interval: float = 600
+    ) -> None:
         self.path = Path(path)
+        self.purge_interval = purge_interval
+        self._purged_at = time.monotonic()
 
     def _file(self, key: str) -> Path:
         return self.path / hashlib.sha256(key.encode()).hexdigest()
@@ -81,9 +89,27 @@ class DiskStore:
     async def put(self, key: str, value: bytes, ttl: float) -> None:
         record = msgpack.packb([time.time() + ttl, value])
         await anyio.to_thread.run_sync(self._write, self._file(key), record)
+        if time.monotonic() - self._purged_at > self.purge_interval:
+            self._purged_at = time.monotonic()
+            await anyio.to_thread.run_sync(self.purge)
 
     async def delete(self, key: str) -> None:
         await anyio.to_thread.run_sync(self._remove, self._file(key))
+
+    def purge(self) -> int:
+        """Remove every expired (or unreadable) file; return how many."""
+        removed = 0
+        for file in self.path.glob("*"):
+            if file.suffix == ".tmp":
+                continue
+            try:
+                expires, _ = msgpack.unpackb(file.read_bytes())
+            except (OSError, ValueError, msgpack.UnpackException):
+                expires = 0
+            if expires < time.time():
+                self._remove(file)
+                removed += 1
+        return removed
 
     @staticmethod
     def _read(file: Path) -> bytes | None:

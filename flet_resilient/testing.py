@@ -188,6 +188,7 @@ class FletClient:
         if self.recv_buffer is not None or self.source_ip is not None:
             host, port = self.ws_url.split("//")[1].split("/")[0].rsplit(":", 1)
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             if self.recv_buffer is not None:
                 # A fixed receive buffer (no loopback autotuning to ~30 MB), so
@@ -262,7 +263,9 @@ class FletClient:
             self.controls = {}
             self._index(self.page)
         elif action == Action.PATCH_CONTROL:
-            apply_patch(self.controls[body["id"]], body["patch"], self._index)
+            apply_patch(
+                self.controls[body["id"]], body["patch"], self._index, self._unindex
+            )
         elif action == Action.INVOKE_METHOD:
             self.invocations.append((body["name"], body.get("args")))
             result, error = None, None
@@ -291,6 +294,16 @@ class FletClient:
         elif isinstance(value, list):
             for child in value:
                 self._index(child)
+
+    def _unindex(self, value: Any) -> None:
+        if isinstance(value, dict):
+            if self.controls.get(value.get("_i")) is value:  # type: ignore[arg-type]
+                del self.controls[value["_i"]]
+            for child in value.values():
+                self._unindex(child)
+        elif isinstance(value, list):
+            for child in value:
+                self._unindex(child)
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10) -> None:
         """Wait until `predicate()` is true (checked after every frame).
@@ -500,9 +513,16 @@ def _holds(predicate: Callable[[], Any]) -> bool:
 
 
 def apply_patch(
-    root: dict[str, Any], patch: list[Any], index: Callable[[Any], None]
+    root: dict[str, Any],
+    patch: list[Any],
+    index: Callable[[Any], None],
+    unindex: Callable[[Any], None],
 ) -> None:
-    """Apply one PATCH_CONTROL body (`[path_tree, *ops]`) to a mirrored control."""
+    """Apply one PATCH_CONTROL body (`[path_tree, *ops]`) to a mirrored control.
+
+    `index` sees every value added or replaced, `unindex` every value removed
+    or replaced, so a mirror's id index holds only what is on the page.
+    """
     paths: dict[int, list[Any]] = {}
 
     def walk(node: list[Any], prefix: list[Any]) -> None:
@@ -523,6 +543,8 @@ def apply_patch(
         kind, node, key = op[0], op[1], op[2]
         obj = target(node)
         if kind == REPLACE:
+            if isinstance(obj, list) or key in obj:
+                unindex(obj[key])
             obj[key] = op[3]
             index(op[3])
         elif kind == ADD:
@@ -532,6 +554,7 @@ def apply_patch(
                 obj[key] = op[3]
             index(op[3])
         elif kind == REMOVE:
+            unindex(obj[key])
             del obj[key]
         elif kind == MOVE:
             value = obj.pop(key)

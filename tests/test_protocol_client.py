@@ -81,3 +81,15 @@ def test_a_server_with_nothing_running_stops_cleanly():
     server = FletServer(lambda page: None).start()
     server.stop()
     assert server.loop.is_closed()
+
+
+async def test_removed_controls_leave_the_mirror(flet_client):
+    user = flet_client
+    for _ in range(2):
+        await user.click("add")
+    await user.wait_for(lambda: len(texts(user)) == 2)
+    ids = {c["_i"] for c in user.find("items")["controls"]}
+    await user.click("remove")
+    await user.wait_for(lambda: len(texts(user)) == 1)
+    remaining = {c["_i"] for c in user.find("items")["controls"]}
+    assert all(i not in user.controls for i in ids - remaining)

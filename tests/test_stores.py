@@ -52,3 +52,13 @@ def test_default_store_honours_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("FLET_RESILIENT_STATE_DIR", str(tmp_path))
     store = default_store()
     assert isinstance(store, DiskStore) and store.path == tmp_path
+
+
+async def test_disk_store_purges_expired_files(tmp_path):
+    store = DiskStore(tmp_path, purge_interval=0)
+    for n in range(5):
+        await store.put(f"old {n}", b"x", ttl=0.05)
+    await asyncio.sleep(0.1)
+    await store.put("fresh", b"y", ttl=60)  # a write triggers the purge
+    assert len(list(tmp_path.iterdir())) == 1
+    assert await store.get("fresh") == b"y"

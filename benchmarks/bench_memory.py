@@ -1,0 +1,1191 @@
+"""Server memory with many idle sessions: plain Flet vs `@evict_idle`.
+
+Run from the repository root (`pip install -e .[bench,plot]`; about 9 minutes
+with the defaults on 2 cores, 1 minute for the smoke run):
+
+    python benchmarks/bench_memory.py                 # 500 sessions x 1000 controls
+    python benchmarks/bench_memory.py --sessions 20 --controls 100 --idle-ttl 5
+    python benchmarks/bench_memory.py --replot benchmarks/results/memory.json
+
+Two phases, `plain` (plain Flet) and `evict` (the same app under
+`@evict_idle(idle_ttl=--idle-ttl, disconnected_ttl=--disconnected-ttl,
+state=...)` with the default disk store), each with its own server in a child
+process (`--serve MODE`, uvicorn on 127.0.0.1), so that its RSS, sampled every
+0.5 s with psutil, is the server's alone. The simulated users
+(`flet_resilient.testing.FletClient`, Flet's real WebSocket protocol) run in
+this process:
+
+1. baseline: the server's RSS after it started, before any user;
+2. connect: `--sessions` users, `--batch` at a time; each gets a page of
+   `--controls` Text controls, types its name and clicks "save", which stores
+   state (name, save count, a few notes) and shows it in a "state" Text;
+3. idle: `--active` users keep clicking "save" every idle_ttl / 3 seconds,
+   `--closed-share` of the others close their socket (the tab is gone: plain
+   Flet keeps such a session for FLET_SESSION_TIMEOUT, 3600 s), the rest leave
+   the tab open and idle (plain Flet keeps those forever). The phase waits
+   max(idle_ttl, disconnected_ttl) + 5 s, then reads the RSS and what the
+   server sees (Flet's sessions; with evict, `stats()["evict"]`);
+4. reclaim: the server runs `gc.collect()` and glibc's `malloc_trim(0)` (the
+   library does neither), to show how much of the RSS left is garbage not yet
+   collected or freed memory the allocator kept; it reports live objects and
+   pymalloc's live / held bytes before and after;
+5. return: `--returning` of the idle or closed users come back one after the
+   other, as a reloaded tab of the same browser (a new client with the old
+   one's session id and client storage; plain: the old socket closes first).
+   Each times connect -> its saved state visible in the mirror. Then `--fresh`
+   first-time visitors, the cost of building a page, for comparison.
+
+The server socket is bound with proto IPPROTO_TCP, as `uvicorn.run(host=,
+port=)` does, so that asyncio sets TCP_NODELAY (see `serve`).
+
+Goal: with evict, RSS after idle within 10 % of baseline + the active
+sessions' share, rehydrate p99 < 100 ms, 100 % of states restored. The report
+goes to stdout and `benchmarks/results/memory.md`, the samples to
+`memory.json` and the plot (matplotlib, optional) to `memory_rss.png`, all in
+`benchmarks/results/` (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import datetime
+import gc
+import json
+import logging
+import math
+import os
+import random
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+# flet_resilient is imported inside functions only: importing it patches Flet,
+# and the plain phase's server (this file, `--serve plain`) must be plain Flet.
+if TYPE_CHECKING:
+    import flet as ft
+
+    from flet_resilient.testing import FletClient
+
+MODES = ("plain", "evict")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SAMPLE_S = 0.5  # RSS sampling interval
+SETTLE_S = 5.0  # extra idle time after the TTLs (sweeps run every second)
+GOAL_RSS = 0.10  # RSS after idle within 10 % of baseline + active sessions
+GOAL_P99_MS = 100.0
+NOISY_CORES = 0.2  # other processes' CPU use that makes a phase's numbers suspect
+NOTES = 5  # notes per user's state
+MiB = 1024 * 1024
+
+
+# --- the server (child process) ---------------------------------------------------
+
+
+@dataclass
+class BenchState:
+    """What each user stores: survives eviction under `@evict_idle`."""
+
+    user: str = ""
+    saves: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def shown(user: str, saves: int) -> str:
+    """The "state" Text's value for a user's state."""
+    return f"{user}:{saves}:{NOTES if saves else 0}"
+
+
+def make_main(
+    mode: str, controls: int, idle_ttl: float, disconnected_ttl: float
+) -> Callable[[ft.Page], Any]:
+    """The benchmark app: a state line, a name field, save, `controls` Texts."""
+    import flet as ft
+
+    async def build(page: ft.Page, state: BenchState) -> None:
+        label = ft.Text(shown(state.user, state.saves), key="state")
+        name = ft.TextField(value=state.user, key="name")
+
+        def save(e: ft.Event) -> None:
+            state.user = name.value or ""
+            state.saves += 1
+            state.notes = [f"{state.user} note {k}" for k in range(NOTES)]
+            label.value = shown(state.user, state.saves)
+
+        lines = ft.Column([ft.Text(f"line {k}") for k in range(controls)])
+        page.add(label, name, ft.Button("save", key="save", on_click=save), lines)
+
+    if mode == "plain":
+
+        async def plain_main(page: ft.Page) -> None:
+            await build(page, BenchState())  # the session keeps the state
+
+        return plain_main
+
+    from flet_resilient import app_state, evict_idle
+
+    @evict_idle(idle_ttl=idle_ttl, disconnected_ttl=disconnected_ttl, state=BenchState)
+    async def evict_main(page: ft.Page) -> None:
+        await build(page, await app_state(page))
+
+    return evict_main
+
+
+def malloc_trim() -> bool:
+    """glibc's `malloc_trim(0)`: give freed heap pages back to the OS."""
+    name = ctypes.util.find_library("c")
+    try:
+        return bool(ctypes.CDLL(name).malloc_trim(0)) if name else False
+    except (OSError, AttributeError):
+        return False  # not glibc
+
+
+def pymalloc() -> dict[str, int]:
+    """Python's small-object allocator: bytes in live blocks, bytes of arenas held.
+
+    Parsed from `sys._debugmallocstats()`, which writes to the C stderr.
+    """
+    with tempfile.TemporaryFile() as out:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    values = {"live": 0, "held": 0}
+    for line in text.splitlines():
+        number = line.rsplit("=", 1)[-1].strip().replace(",", "")
+        if line.startswith("# bytes in allocated blocks"):
+            values["live"] = int(number)
+        elif line.startswith("Total") and not values["held"]:
+            values["held"] = int(number)  # the arenas' block comes first
+    return values
+
+
+class ControlChannel:
+    """The child's command loop: `KIND T` on stdin, `KIND T <json>` replies.
+
+    `stats`: RSS and sessions (cheap, sampled every 0.5 s); `heap`: live
+    objects and pymalloc; `reclaim`: gc.collect() + malloc_trim(0), timed.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.me = psutil.Process()
+
+    @staticmethod
+    def reply(*words: object) -> None:
+        sys.stdout.write(" ".join(map(str, words)) + "\n")
+        sys.stdout.flush()
+
+    @staticmethod
+    def encode(values: dict[str, Any]) -> str:
+        return json.dumps(values, separators=(",", ":"))
+
+    def rss(self) -> int:
+        return int(self.me.memory_info().rss)
+
+    def stats(self) -> dict[str, Any]:
+        """RSS, Flet's live sessions and (evict) what the library tracks."""
+        from flet_web.fastapi.flet_app_manager import app_manager
+
+        sessions = list(app_manager._FletAppManager__sessions.values())  # type: ignore[attr-defined]
+        values: dict[str, Any] = {
+            "rss": self.rss(),
+            "sessions": len(sessions),
+            "connected": sum(s.connection is not None for s in sessions),
+        }
+        if self.mode == "evict":
+            from flet_resilient import stats
+
+            snapshot = stats()
+            evict = snapshot["evict"]
+            values["evict_sessions"] = evict["sessions"]
+            values["estimated_bytes"] = evict["estimated_bytes"]
+            latency = evict["store_latency"]
+            values["store_ops"] = latency["count"]
+            values["store_p50_ms"] = latency["p50_ms"]
+            values["store_p99_ms"] = latency["p99_ms"]
+            values["counters"] = {
+                k.replace("evict.", ""): v
+                for k, v in snapshot["counters"].items()
+                if k.startswith("evict.")
+            }
+        return values
+
+    def heap(self) -> dict[str, Any]:
+        """Objects tracked by the gc and pymalloc's live/held bytes."""
+        return {"rss": self.rss(), "objects": len(gc.get_objects()), **pymalloc()}
+
+    def reclaim(self) -> dict[str, Any]:
+        """gc.collect() (timed: it stops the event loop), then malloc_trim(0).
+
+        The trim comes last, so it also returns the memory of the counting.
+        """
+        before = self.heap()
+        started = time.perf_counter()
+        collected = gc.collect()
+        gc_ms = (time.perf_counter() - started) * 1000
+        after = self.heap()
+        trimmed = malloc_trim()
+        return {
+            "before": before,
+            "collected": collected,
+            "gc_ms": gc_ms,
+            "after": after,
+            "trimmed": trimmed,
+            "after_trim": self.rss(),
+        }
+
+    def handle(self, words: list[str]) -> None:
+        command, token = words[0], words[1]
+        if command in ("stats", "heap", "reclaim"):
+            self.reply(command, token, self.encode(getattr(self, command)()))
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """The child side of `ServerProcess`: serve and obey stdin until it closes."""
+    import flet_web.fastapi as flet_fastapi
+    import uvicorn
+
+    main = make_main(args.serve, args.controls, args.idle_ttl, args.disconnected_ttl)
+    # proto=IPPROTO_TCP, as `uvicorn.run(host=, port=)` gets from getaddrinfo:
+    # asyncio then sets TCP_NODELAY on accepted sockets. With proto 0 it does
+    # not, and a small frame sent right after another waits ~40 ms for the
+    # client's delayed ACK (Nagle), which would add ~40 ms to every rehydrate.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(
+        uvicorn.Config(flet_fastapi.app(main, no_cdn=True), log_level="error")
+    )
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if serving.done() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        await asyncio.sleep(0.01)
+    ControlChannel.reply(f"ws://127.0.0.1:{sock.getsockname()[1]}/ws")
+    channel = ControlChannel(args.serve)
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    while line := await reader.readline():
+        if words := line.decode().split():
+            channel.handle(words)
+    server.should_exit = True
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(serving), 10)
+
+
+class ServerProcess:
+    """The app served by `bench_memory.py --serve MODE`, with its control channel."""
+
+    def __init__(self, mode: str, args: argparse.Namespace, state_dir: str) -> None:
+        self.command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *("--serve", mode),
+            *("--controls", str(args.controls)),
+            *("--idle-ttl", str(args.idle_ttl)),
+            *("--disconnected-ttl", str(args.disconnected_ttl)),
+        ]
+        self.env = {**os.environ, "FLET_RESILIENT_STATE_DIR": state_dir}
+        self.process: asyncio.subprocess.Process | None = None
+        self.ws_url = ""
+        self._replies: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        self._tokens = 0
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def __aenter__(self) -> ServerProcess:
+        self.process = await asyncio.create_subprocess_exec(
+            *self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env
+        )
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), 60)
+        if not line.startswith(b"ws://"):
+            await self.__aexit__()
+            raise RuntimeError(f"the benchmark server did not start: {line!r}")
+        self.ws_url = line.decode().strip()
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            kind, token, *rest = line.decode().split()
+            future = self._replies.pop((kind, token), None)
+            if future is not None and not future.done():
+                future.set_result(json.loads(" ".join(rest)))
+
+    async def request(self, kind: str, timeout: float = 60) -> dict[str, Any]:
+        """A `stats` or `reclaim` request and its decoded reply."""
+        assert self.process is not None and self.process.stdin is not None
+        self._tokens += 1
+        token = str(self._tokens)
+        reply = asyncio.get_running_loop().create_future()
+        self._replies[(kind, token)] = reply
+        self.process.stdin.write(f"{kind} {token}\n".encode())
+        return await asyncio.wait_for(reply, timeout)
+
+    async def __aexit__(self, *exc: object) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+
+
+# --- sampling -------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One RSS reading of the server, with the last session counts it reported."""
+
+    t: float  # seconds since the phase started
+    rss: int
+    sessions: int | None
+    evict_sessions: int | None
+    anon: int | None = None  # RssAnon: RSS less file-backed and shared pages
+
+
+def rss_anon(pid: int) -> int | None:
+    """A process's anonymous RSS (Linux /proc; None elsewhere).
+
+    Unlike RSS it does not move when the kernel drops cold file-backed pages
+    (code of python and its libraries), e.g. under DAMON's proactive pageout.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class Sampler:
+    """Reads the server's RSS every `SAMPLE_S` and polls its session counts."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.process = psutil.Process(server.pid)
+        self.started = time.monotonic()
+        self.samples: list[Sample] = []
+        self.events: list[tuple[float, str]] = []
+        self.last: dict[str, Any] = {}
+        self._poll: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    def rss(self) -> int:
+        return int(self.process.memory_info().rss)
+
+    def anon(self) -> int:
+        return rss_anon(self.process.pid) or 0
+
+    def mark(self, label: str) -> float:
+        """Record a phase event at the current time."""
+        at = self.now()
+        self.events.append((at, label))
+        return at
+
+    async def _poll_stats(self) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            self.last = await self.server.request("stats", timeout=10)
+
+    async def _run(self) -> None:
+        while True:
+            self.samples.append(
+                Sample(
+                    self.now(),
+                    self.rss(),
+                    self.last.get("sessions"),
+                    self.last.get("evict_sessions"),
+                    rss_anon(self.process.pid),
+                )
+            )
+            if self._poll is None or self._poll.done():
+                self._poll = asyncio.create_task(self._poll_stats())
+            await asyncio.sleep(SAMPLE_S)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        for task in (self._task, self._poll):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def peak(self) -> int:
+        return max((s.rss for s in self.samples), default=0)
+
+
+class CpuMeter:
+    """CPU time over a window: this process tree's, and everyone else's."""
+
+    def __init__(self) -> None:
+        self.me = psutil.Process()
+        self.started = time.perf_counter()
+        self.tree = self._tree()
+        self.busy = self._busy()
+
+    def _tree(self) -> dict[int, float]:
+        seconds = {}
+        for process in [self.me, *self.me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                seconds[process.pid] = times.user + times.system
+        return seconds
+
+    @staticmethod
+    def _busy() -> float:
+        times = psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    def cores(self) -> tuple[float, float]:
+        """(own, other) CPU used since the start, in cores."""
+        wall = time.perf_counter() - self.started
+        tree = self._tree()
+        own = sum(t - self.tree.get(pid, 0.0) for pid, t in tree.items())
+        busy = self._busy() - self.busy
+        return own / wall, max(0.0, busy - own) / wall
+
+
+# --- simulated users ------------------------------------------------------------------
+
+
+@dataclass
+class User:
+    """One simulated browser tab and the state it saved."""
+
+    index: int
+    role: str  # "active", "idle" or "closed"
+    client: FletClient
+    saves: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"user-{self.index}"
+
+    @property
+    def expected(self) -> str:
+        return shown(self.name, self.saves)
+
+
+async def save(user: User, timeout: float = 60) -> None:
+    """Type the user's name, click save, wait for the state line to show it."""
+    client = user.client
+    await client.wait_for(lambda: client.value("state") is not None, timeout)
+    await client.set_props("name", value=user.name)
+    await client.click("save")
+    user.saves += 1
+    await client.wait_for(lambda: client.value("state") == user.expected, timeout)
+
+
+async def keep_active(user: User, period: float, phase: Phase) -> None:
+    """An active user: save every `period` seconds (counted if it gets evicted)."""
+    try:
+        while True:
+            await asyncio.sleep(period)
+            await save(user)
+    except (ConnectionError, TimeoutError, OSError):
+        phase.active_lost += 1
+
+
+async def connect_user(
+    url: str, index: int, role: str, period: float, phase: Phase
+) -> User:
+    """A new tab: connect, get the page, save state; `closed` tabs then close.
+
+    Active users start saving every `period` seconds at once.
+    """
+    from flet_resilient.testing import FletClient
+
+    client = FletClient(url)
+    await client.connect()
+    user = User(index, role, client)
+    await save(user)
+    if role == "closed":
+        await client.close()
+    elif role == "active":
+        phase.tasks.append(asyncio.create_task(keep_active(user, period, phase)))
+    return user
+
+
+async def close_quietly(client: FletClient) -> None:
+    """Close a client's socket, aborting it if the close handshake hangs."""
+    if client.ws is None or client.closed.is_set():
+        return
+    try:
+        await asyncio.wait_for(client.close(), 5)
+    except (asyncio.TimeoutError, OSError, RuntimeError):
+        with contextlib.suppress(Exception):
+            client.abort()
+
+
+async def visit(url: str, user: User | None) -> tuple[float, bool, FletClient]:
+    """A page load: ms from connect to the state line in the mirror, right state?
+
+    With `user`, the same browser reloads (its session id and client storage;
+    a tab still open closes first); without, a first-time visitor.
+    """
+    from flet_resilient.testing import FletClient
+
+    client = FletClient(url)
+    if user is not None:
+        await close_quietly(user.client)
+        client.session_id = user.client.session_id
+        client.storage = dict(user.client.storage)
+    started = time.perf_counter()
+    await client.connect()
+    await client.wait_for(lambda: client.value("state") is not None, 30)
+    elapsed = (time.perf_counter() - started) * 1000
+    expected = user.expected if user is not None else shown("", 0)
+    return elapsed, client.value("state") == expected, client
+
+
+# --- a phase --------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """What one phase measured (bytes, seconds since the phase start, ms)."""
+
+    mode: str
+    active: int
+    sessions: int
+    baseline: int = 0
+    baseline_anon: int = 0
+    baseline_heap: dict[str, Any] = field(default_factory=dict)
+    connected_rss: int = 0
+    peak: int = 0
+    idle_rss: int = 0
+    idle_anon: int = 0
+    reclaim: dict[str, Any] = field(default_factory=dict)
+    reclaimed_rss: int = 0
+    reclaimed_anon: int = 0
+    final_rss: int = 0
+    connect_s: float = 0.0
+    idle_stats: dict[str, Any] = field(default_factory=dict)
+    final_stats: dict[str, Any] = field(default_factory=dict)
+    all_evicted_at: float | None = None  # evict: sessions down to the active ones
+    server_closed: int = 0  # idle tabs whose socket the server closed
+    active_lost: int = 0  # active users whose session went (should be 0)
+    rehydrate_ms: list[float] = field(default_factory=list)
+    restored: int = 0
+    fresh_ms: list[float] = field(default_factory=list)
+    per_session: float = 0.0  # RSS per session, from the plain phase if run
+    own_cores: float = 0.0
+    other_cores: float = 0.0
+    samples: list[Sample] = field(default_factory=list)
+    events: list[tuple[float, str]] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
+
+    @property
+    def target(self) -> float:
+        """Baseline + the active sessions' share."""
+        return self.baseline + self.active * self.per_session
+
+
+def roles(args: argparse.Namespace) -> list[str]:
+    """Each user's role: the first `--active`, then closed/idle at random."""
+    rng = random.Random(args.seed)
+    result = []
+    for index in range(args.sessions):
+        if index < args.active:
+            result.append("active")
+        else:
+            result.append("closed" if rng.random() < args.closed_share else "idle")
+    return result
+
+
+async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
+    """One phase: its own server process, fresh users, the five steps."""
+    phase = Phase(mode, args.active, args.sessions)
+    log = Progress(mode)
+    users: list[User] = []
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as state_dir:
+        async with ServerProcess(mode, args, state_dir) as server:
+            sampler = Sampler(server)
+            sampler.start()
+            meter = CpuMeter()
+            try:
+                await steps(args, server, sampler, phase, users, log)
+            finally:
+                phase.own_cores, phase.other_cores = meter.cores()
+                for task in phase.tasks:
+                    task.cancel()
+                await asyncio.gather(*phase.tasks, return_exceptions=True)
+                phase.tasks.clear()
+                await sampler.stop()
+                phase.peak = sampler.peak()
+                phase.samples, phase.events = sampler.samples, sampler.events
+                for first in range(0, len(users), 50):
+                    await asyncio.gather(
+                        *(close_quietly(u.client) for u in users[first : first + 50])
+                    )
+    log("done")
+    return phase
+
+
+async def steps(
+    args: argparse.Namespace,
+    server: ServerProcess,
+    sampler: Sampler,
+    phase: Phase,
+    users: list[User],
+    log: Callable[[str], None],
+) -> None:
+    """Baseline, connect, idle, reclaim, return (see the module docstring)."""
+    await asyncio.sleep(2.0)
+    phase.baseline, phase.baseline_anon = sampler.rss(), sampler.anon()
+    phase.baseline_heap = await server.request("heap")
+    sampler.mark("connect")
+    log(f"baseline {phase.baseline / MiB:.0f} MiB; connecting")
+    started = time.monotonic()
+    kinds = roles(args)
+    period = args.idle_ttl / 3
+    for first in range(0, args.sessions, args.batch):
+        batch = range(first, min(first + args.batch, args.sessions))
+        users += await asyncio.gather(
+            *(connect_user(server.ws_url, i, kinds[i], period, phase) for i in batch)
+        )
+    phase.connect_s = time.monotonic() - started
+    await asyncio.sleep(1.0)
+    phase.connected_rss = sampler.rss()
+    idle_from = sampler.mark("idle")
+    log(
+        f"{len(users)} connected in {phase.connect_s:.0f} s, "
+        f"{phase.connected_rss / MiB:.0f} MiB; idle"
+    )
+    await idle(args, sampler, phase, idle_from)
+    phase.idle_rss, phase.idle_anon = sampler.rss(), sampler.anon()
+    phase.idle_stats = await server.request("stats")
+    phase.server_closed = sum(
+        u.client.closed.is_set() for u in users if u.role == "idle"
+    )
+    sampler.mark("gc + malloc_trim")
+    log(f"after idle {phase.idle_rss / MiB:.0f} MiB; gc.collect + malloc_trim")
+    phase.reclaim = await server.request("reclaim")
+    await asyncio.sleep(3.0)
+    phase.reclaimed_rss, phase.reclaimed_anon = sampler.rss(), sampler.anon()
+    sampler.mark("return")
+    log(f"after reclaim {phase.reclaimed_rss / MiB:.0f} MiB; users return")
+    for user in [u for u in users if u.role != "active"][: args.returning]:
+        elapsed, ok, client = await visit(server.ws_url, user)
+        phase.rehydrate_ms.append(elapsed)
+        phase.restored += ok
+        users.append(User(user.index, "returned", client, user.saves))
+    for index in range(args.fresh):
+        elapsed, _, client = await visit(server.ws_url, None)
+        phase.fresh_ms.append(elapsed)
+        users.append(User(args.sessions + index, "fresh", client))
+    await asyncio.sleep(2.0)
+    phase.final_rss = sampler.rss()
+    phase.final_stats = await server.request("stats")
+    sampler.mark("end")
+
+
+async def idle(
+    args: argparse.Namespace, sampler: Sampler, phase: Phase, idle_from: float
+) -> None:
+    """Wait out the TTLs (same length in both phases); note when all went."""
+    until = idle_from + max(args.idle_ttl, args.disconnected_ttl) + SETTLE_S
+    while sampler.now() < until:
+        await asyncio.sleep(SAMPLE_S)
+        sessions = sampler.last.get("sessions")
+        if (
+            phase.mode == "evict"
+            and phase.all_evicted_at is None
+            and sessions is not None
+            and sessions <= args.active
+        ):
+            phase.all_evicted_at = sampler.now() - idle_from
+
+
+class Progress:
+    """Timestamped progress lines on stderr."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.started = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[{self.mode} {elapsed:5.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+# --- report ---------------------------------------------------------------------------
+
+
+def mib(value: float) -> str:
+    """Bytes as whole MiB for the tables."""
+    return f"{value / MiB:.0f}"
+
+
+def within(rss: float, phase: Phase) -> str:
+    """RSS relative to the target: "+12 %"."""
+    if not phase.target:
+        return "n/a"
+    return f"{(rss / phase.target - 1) * 100:+.0f} %"
+
+
+def meets_rss(rss: float, phase: Phase) -> bool:
+    """RSS within GOAL_RSS of the phase's target."""
+    return rss <= phase.target * (1 + GOAL_RSS)
+
+
+def p50_p99(values: list[float]) -> str:
+    """p50 and p99 in ms, as "p50 / p99"."""
+    from flet_resilient.measure import ms, percentile
+
+    return f"{ms(percentile(values, 50))} / {ms(percentile(values, 99))}"
+
+
+def about() -> dict[str, str]:
+    """When, where and what code a run measured."""
+    from flet_resilient.measure import code_version, machine
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "code": f"flet-resilient {code_version(Path(__file__).resolve().parent)}",
+    }
+
+
+def live_check(phases: list[Phase]) -> str | None:
+    """What gc + trim cannot hide: pymalloc's live bytes vs the same target.
+
+    Per-session live bytes come from the plain phase (all sessions alive).
+    """
+    plain = next((p for p in phases if p.mode == "plain" and p.reclaim), None)
+    evict = next((p for p in phases if p.mode == "evict" and p.reclaim), None)
+    if plain is None or evict is None:
+        return None
+    base = plain.baseline_heap.get("live", 0)
+    per_session = (plain.reclaim["before"]["live"] - base) / plain.sessions
+    target = evict.baseline_heap.get("live", 0) + evict.active * per_session
+    live = evict.reclaim["after"]["live"]
+    return (
+        f"- live Python memory (pymalloc live blocks; objects over 512 bytes not "
+        f"counted): {per_session / MiB:.2f} MiB per session (plain); evict after "
+        f"idle + gc.collect: {live / MiB:.0f} MiB vs baseline + active sessions "
+        f"{target / MiB:.0f} MiB ({(live / target - 1) * 100:+.0f} %)"
+    )
+
+
+def report(
+    phases: list[Phase],
+    args: argparse.Namespace,
+    command: str,
+    run: dict[str, str],
+) -> str:
+    """The markdown report: settings, tables, goals."""
+    closed = sum(r == "closed" for r in roles(args))
+    lines = [
+        "# bench_memory",
+        "",
+        f"- date: {run['date']}",
+        f"- machine: {run['machine']}",
+        f"- code: {run['code']}",
+        f"- command: `{command}`",
+        f"- {args.sessions} sessions x {args.controls} Text controls: {args.active} "
+        f"active (a save every {args.idle_ttl / 3:g} s), {closed} closed their tab, "
+        f"{args.sessions - args.active - closed} idle with the tab open; evict: "
+        f"idle_ttl {args.idle_ttl:g} s, disconnected_ttl {args.disconnected_ttl:g} s, "
+        f"default disk store; then {len(phases[0].rehydrate_ms)} users return and "
+        f"{len(phases[0].fresh_ms)} new ones visit, one after the other",
+        f"- target = baseline + {args.active} active sessions x "
+        f"{phases[0].per_session / 1024:.0f} KiB (RSS per session"
+        f"{' in the plain phase' if any(p.mode == 'plain' for p in phases) else ''})",
+        "",
+        "| mode | baseline MiB | peak MiB | after idle MiB | after gc + trim MiB "
+        "| target MiB | after idle vs target | after gc + trim vs target "
+        "| sessions after idle | rehydrate p50 / p99 ms | first visit p50 / p99 ms "
+        "| state restored |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in phases:
+        returning = len(p.rehydrate_ms)
+        share = 100 * p.restored / returning if returning else math.nan
+        lines.append(
+            f"| {p.mode} | {mib(p.baseline)} | {mib(p.peak)} | {mib(p.idle_rss)} | "
+            f"{mib(p.reclaimed_rss)} | {mib(p.target)} | {within(p.idle_rss, p)} | "
+            f"{within(p.reclaimed_rss, p)} | {p.idle_stats.get('sessions', '?')} | "
+            f"{p50_p99(p.rehydrate_ms)} | {p50_p99(p.fresh_ms)} | "
+            f"{p.restored}/{returning} ({share:.0f} %) |"
+        )
+    lines += [
+        "",
+        "What the server process saw (after idle, before and after gc.collect() + "
+        "malloc_trim(0); pymalloc: bytes in live small-object blocks / bytes of "
+        "arenas held):",
+        "",
+        "| mode | connect s | Flet sessions (connected) | evict_idle tracks "
+        "| gc objects: baseline / after idle / after gc | gc.collect freed | "
+        "gc.collect ms | pymalloc MiB live / held: after idle -> after gc "
+        "| RSS MiB: after gc -> after trim | anonymous RSS MiB: baseline / after "
+        "idle / after gc + trim | RSS MiB after the returns |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in phases:
+        r, s = p.reclaim, p.idle_stats
+        before, after = r.get("before", {}), r.get("after", {})
+        tracked = "-"
+        if p.mode == "evict":
+            tracked = (
+                f"{s.get('evict_sessions')} (est. {mib(s.get('estimated_bytes', 0))} "
+                "MiB)"
+            )
+        lines.append(
+            f"| {p.mode} | {p.connect_s:.0f} | {s.get('sessions')} "
+            f"({s.get('connected')}) | {tracked} | "
+            f"{p.baseline_heap.get('objects')} / {before.get('objects')} / "
+            f"{after.get('objects')} | {r.get('collected')} | "
+            f"{r.get('gc_ms', math.nan):.0f} | "
+            f"{mib(before.get('live', 0))} / {mib(before.get('held', 0))} -> "
+            f"{mib(after.get('live', 0))} / {mib(after.get('held', 0))} | "
+            f"{mib(after.get('rss', 0))} -> {mib(r.get('after_trim', 0))} | "
+            f"{mib(p.baseline_anon)} / {mib(p.idle_anon)} / "
+            f"{mib(p.reclaimed_anon)} | {mib(p.final_rss)} |"
+        )
+    lines.append("")
+    for p in phases:
+        notes = [f"{p.server_closed} open idle tabs closed by the server"]
+        if p.mode == "evict":
+            stats = p.final_stats
+            notes.append(f"counters {stats.get('counters')}")
+            notes.append(
+                f"state store ops {stats.get('store_ops')} (gets and puts, timed "
+                "on the event loop, so waiting for it included), p50 / p99 <= "
+                f"{stats.get('store_p50_ms', 0):.0f} / "
+                f"{stats.get('store_p99_ms', 0):.0f} ms (bucket bounds)"
+            )
+            if p.all_evicted_at is not None:
+                notes.append(
+                    f"idle and closed sessions all gone {p.all_evicted_at:.1f} s "
+                    "into the idle step"
+                )
+        if p.active_lost:
+            notes.append(f"{p.active_lost} ACTIVE users lost their session")
+        notes.append(
+            f"CPU cores: bench {p.own_cores:.2f}, other processes {p.other_cores:.2f}"
+        )
+        lines.append(f"- {p.mode}: " + "; ".join(notes))
+    live = live_check(phases)
+    if live:
+        lines.append(live)
+    busy = [p.mode for p in phases if p.other_cores > NOISY_CORES]
+    if busy:
+        lines.append(
+            f"- warning: other processes used more than {NOISY_CORES:g} cores during "
+            f"{', '.join(busy)}"
+        )
+    late = [p.mode for p in phases if p.connect_s > args.idle_ttl]
+    if late:
+        lines.append(
+            f"- note: connecting took longer than idle_ttl in {', '.join(late)}; "
+            "with evict, the first idle sessions went before the last connected"
+        )
+    from flet_resilient.measure import percentile
+
+    for p in phases:
+        if p.mode != "evict":
+            continue
+        verdict = {True: "met", False: "NOT met"}
+        returning = len(p.rehydrate_ms)
+        lines.append(
+            f"- goals (evict): RSS after idle within {GOAL_RSS * 100:g} % of the "
+            f"target: {verdict[meets_rss(p.idle_rss, p)]} (after gc + trim: "
+            f"{verdict[meets_rss(p.reclaimed_rss, p)]}); rehydrate p99 < "
+            f"{GOAL_P99_MS:g} ms: "
+            f"{verdict[percentile(p.rehydrate_ms, 99) < GOAL_P99_MS]}; 100 % state "
+            f"restored: {verdict[returning > 0 and p.restored == returning]}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def load_phases(saved: dict[str, Any]) -> list[Phase]:
+    """The phases of a saved memory.json (enough of them to plot)."""
+    phases = []
+    for values in saved["phases"]:
+        values = {k: v for k, v in values.items() if k not in ("target", "tasks")}
+        phase = Phase(**values)
+        phase.samples = [Sample(**s) for s in values["samples"]]
+        phase.events = [(at, label) for at, label in values["events"]]
+        phases.append(phase)
+    return phases
+
+
+def plot(phases: list[Phase], path: Path, title: str) -> bool:
+    """RSS and live sessions over time for every phase; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    colors = {"plain": "tab:red", "evict": "tab:blue"}
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(10, 7), sharex=True, height_ratios=(3, 1.3)
+    )
+    for p in phases:
+        color = colors.get(p.mode, "tab:gray")
+        times = [s.t for s in p.samples]
+        top.plot(
+            times, [s.rss / MiB for s in p.samples], color=color, label=f"{p.mode} RSS"
+        )
+        anon = [s for s in p.samples if s.anon is not None]
+        if anon:
+            top.plot(
+                [s.t for s in anon],
+                [(s.anon or 0) / MiB for s in anon],
+                color=color,
+                linewidth=0.8,
+                linestyle="--",
+                alpha=0.7,
+                label=f"{p.mode} anonymous RSS",
+            )
+        counted = [s for s in p.samples if s.sessions is not None]
+        bottom.plot(
+            [s.t for s in counted],
+            [s.sessions for s in counted],
+            color=color,
+            label=f"{p.mode}: Flet sessions",
+        )
+        for at, label in p.events:
+            top.axvline(at, color=color, alpha=0.25, linestyle=":")
+            top.annotate(
+                label,
+                (at, 0.98 if p.mode == "plain" else 0.02),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                fontsize=7,
+                color=color,
+                va="top" if p.mode == "plain" else "bottom",
+                ha="right",
+            )
+        if p.mode == "evict":
+            top.axhline(
+                p.target / MiB,
+                color=color,
+                linestyle="--",
+                alpha=0.6,
+                label="target: baseline + active sessions",
+            )
+            top.axhline(
+                p.target * (1 + GOAL_RSS) / MiB,
+                color=color,
+                linestyle=":",
+                alpha=0.6,
+                label=f"target + {GOAL_RSS * 100:g} %",
+            )
+    top.set_ylabel("server RSS (MiB)")
+    top.set_ylim(0, max((p.peak for p in phases), default=MiB) / MiB * 1.25)
+    top.set_title(title, fontsize=10)
+    top.legend(loc="center left", fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.set_ylabel("sessions")
+    bottom.set_xlabel("seconds since the phase's server started")
+    bottom.legend(loc="upper left", fontsize=8)
+    bottom.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+# --- entry point ----------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=500, help="simulated users")
+    parser.add_argument(
+        "--controls", type=int, default=1000, help="Text controls per page"
+    )
+    parser.add_argument(
+        "--idle-ttl", type=float, default=60.0, help="evict_idle idle_ttl, s"
+    )
+    parser.add_argument(
+        "--disconnected-ttl",
+        type=float,
+        default=None,
+        help="evict_idle disconnected_ttl, s (default: idle_ttl / 2)",
+    )
+    parser.add_argument(
+        "--active", type=int, default=None, help="users that stay active (default 5 %%)"
+    )
+    parser.add_argument(
+        "--closed-share",
+        type=float,
+        default=0.2,
+        help="share of the other users that close their tab",
+    )
+    parser.add_argument(
+        "--returning",
+        type=int,
+        default=100,
+        help="idle/closed users that come back at the end",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=20, help="users connecting at once"
+    )
+    parser.add_argument(
+        "--fresh", type=int, default=20, help="first-time visitors at the end"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated phases to run, of plain,evict",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=RESULTS_DIR,
+        help="where memory.md, memory.json and memory_rss.png go",
+    )
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        help="only redo the report and plot of a saved memory.json (next to it)",
+    )
+    parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.disconnected_ttl is None:
+        args.disconnected_ttl = args.idle_ttl / 2
+    if args.active is None:
+        args.active = max(1, args.sessions // 20)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes must list some of {', '.join(MODES)}")
+    args.modes = [m for m in MODES if m in modes]
+    if not 1 <= args.sessions <= 5000 or args.controls < 0 or args.batch < 1:
+        parser.error("need 1 <= --sessions <= 5000, --controls >= 0, --batch >= 1")
+    if not 0 <= args.active < args.sessions or not 0 <= args.closed_share <= 1:
+        parser.error("need 0 <= --active < --sessions and 0 <= --closed-share <= 1")
+    if args.idle_ttl <= 0 or args.disconnected_ttl <= 0:
+        parser.error("need positive TTLs")
+    if args.returning < 0 or args.fresh < 0:
+        parser.error("need --returning >= 0 and --fresh >= 0")
+    return args
+
+
+async def run(args: argparse.Namespace) -> list[Phase]:
+    """Every requested phase, one after the other.
+
+    RSS per session comes from the plain phase when it ran (under evict, the
+    first idle sessions may go before the last connect).
+    """
+    phases = [await run_phase(mode, args) for mode in args.modes]
+    reference = next((p for p in phases if p.mode == "plain"), phases[0])
+    per_session = (reference.connected_rss - reference.baseline) / args.sessions
+    for phase in phases:
+        phase.per_session = per_session
+    return phases
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark, print the report and save it, the samples and the plot."""
+    args = parse_args(argv)
+    if args.serve:
+        logging.getLogger("flet_resilient").setLevel(logging.ERROR)
+        asyncio.run(serve(args))
+        return
+    if args.replot:
+        saved = json.loads(args.replot.read_text())
+        phases = load_phases(saved)
+        saved_args = parse_args(shlex.split(saved["command"])[2:])
+        write_results(phases, saved_args, saved["command"], saved, args.replot.parent)
+        return
+    logging.getLogger("flet_resilient").setLevel(logging.ERROR)
+    phases = asyncio.run(run(args))
+    command = "python " + " ".join(
+        [
+            os.path.relpath(sys.argv[0]) if sys.argv[0] else "bench_memory.py",
+            *sys.argv[1:],
+        ]
+    )
+    title = (
+        f"{args.sessions} sessions x {args.controls} controls, idle_ttl "
+        f"{args.idle_ttl:g} s, disconnected_ttl {args.disconnected_ttl:g} s "
+        f"({datetime.date.today().isoformat()}, {os.cpu_count()} cores)"
+    )
+    write_results(phases, args, command, {**about(), "title": title}, args.output_dir)
+
+
+def write_results(
+    phases: list[Phase],
+    args: argparse.Namespace,
+    command: str,
+    run: dict[str, str],
+    output: Path,
+) -> None:
+    """Write memory.json, memory_rss.png and memory.md into `output`; print."""
+    output.mkdir(parents=True, exist_ok=True)
+    text = report(phases, args, command, run)
+    (output / "memory.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                **{k: run[k] for k in ("date", "machine", "code", "title")},
+                "phases": [{**asdict(p), "target": p.target} for p in phases],
+            }
+        )
+    )
+    image = output / "memory_rss.png"
+    if plot(phases, image, run["title"]):
+        text += f"\n![server RSS over time]({image.name})\n"
+    else:
+        print(
+            "matplotlib is not installed (pip install -e '.[plot]'): no plot",
+            file=sys.stderr,
+        )
+    print(text)
+    (output / "memory.md").write_text(text)
+    print(f"saved {output / 'memory.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
