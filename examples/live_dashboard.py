@@ -3,8 +3,8 @@
 Run: python examples/live_dashboard.py   (then open the printed URL)
 
 Every session gets a producer task that moves six simulated metrics
-`DASHBOARD_HZ` times a second (default 150) and calls `update()` on each gauge
-and on the bar chart every tick, about 1,000 `update()` calls a second.
+`DASHBOARD_HZ` times a second (default 150) and calls `update()` on each gauge card,
+the bar chart and a tick counter every tick, 1,200 `update()` calls a second.
 `@coalesce_updates(max_hz=20)` turns them into at most 20 patch batches a
 second per user, and the last state always arrives.
 
@@ -182,6 +182,25 @@ def make_main(
         page.title = "flet-resilient: live dashboard"
         board = Dashboard()
         page.add(*board.controls())
+        # Paused while the user is away (Flet keeps the session for a reconnect),
+        # stopped when Flet closes the session.
+        connected = asyncio.Event()
+        connected.set()
+        closed = False
+
+        async def on_connect(e: ft.Event) -> None:
+            connected.set()
+
+        async def on_disconnect(e: ft.Event) -> None:
+            connected.clear()
+
+        async def on_close(e: ft.Event) -> None:
+            nonlocal closed
+            closed = True
+            connected.set()
+
+        page.on_connect, page.on_disconnect = on_connect, on_disconnect
+        page.on_close = on_close
 
         async def produce() -> None:
             rng = random.Random(seed)
@@ -190,7 +209,10 @@ def make_main(
             tick = 0
             while ticks is None or tick < ticks:
                 if page.session.connection is None:
-                    return  # the user left: stop feeding this session
+                    await connected.wait()
+                    if closed:
+                        return
+                    started = time.monotonic() - tick / hz  # resume, no catch-up
                 tick += 1
                 values = step(values, rng)
                 board.show(values, tick)

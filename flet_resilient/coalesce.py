@@ -70,10 +70,10 @@ class Coalescer:
         self._dirty[id(control)] = control
         if self._timer is None:
             delay = self._last_flush + self.interval - time.monotonic()
-            if delay <= 0:
+            if delay <= 0 and self.backlog_bytes() <= self.max_backlog_bytes:
                 self.flush()  # leading edge: an isolated change goes out now
             else:
-                self._timer = self.loop.call_later(delay, self._on_timer)
+                self._timer = self.loop.call_later(max(delay, 0), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -92,15 +92,22 @@ class Coalescer:
         return queue.backlog_bytes if queue is not None else 0
 
     def flush(self) -> None:
-        """Diff and send every dirty control now (ancestors cover descendants)."""
+        """Diff and send every dirty control now (ancestors cover descendants).
+
+        Off the loop thread (a worker's one-shot message) it is scheduled on
+        the loop instead: diffs only ever run on the loop.
+        """
+        if threading.get_ident() != self._loop_thread:
+            self.loop.call_soon_threadsafe(self.flush)
+            return
+        session = self._session()
+        if not self._dirty or session is None:
+            return  # nothing to send: the rate window is not restarted
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         dirty, self._dirty = self._dirty, {}
         self._last_flush = time.monotonic()
-        session = self._session()
-        if not dirty or session is None:
-            return
         self.batches += 1
         count("coalesce.batches")
         for control in dirty.values():

@@ -11,20 +11,20 @@ from flet_resilient import coalesce_updates, stats
 from flet_resilient.testing import FletClient, FletServer
 
 PAYLOAD = 256 * 1024  # bytes per update: fills the kernel's socket buffers fast
-UPDATES = 200
 LIMIT = 1 << 20
+RATES = {"100Hz": (200, 0.01), "10Hz": (45, 0.1)}  # (updates, seconds between)
 
 
-def big_producer(page: ft.Page) -> None:
+def big_producer(page: ft.Page, updates: int, interval: float) -> None:
     value = ft.Text("", key="value")
     page.add(value)
 
     async def produce() -> None:
-        for _ in range(UPDATES):
+        for _ in range(updates):
             # Random text: permessage-deflate cannot shrink it on the wire.
             value.value = base64.b64encode(os.urandom(PAYLOAD * 3 // 4)).decode()
             value.update()
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(interval)
         value.value = "final"
         value.update()
 
@@ -35,12 +35,14 @@ def backlog_bytes() -> int:
     return stats()["transport"]["backlog_bytes"]
 
 
+@pytest.mark.parametrize("rate", RATES)  # faster and slower than max_hz
 @pytest.mark.parametrize("coalesced", [True, False], ids=["coalesced", "plain"])
-async def test_slow_client_backlog_stays_bounded_then_converges(coalesced):
+async def test_slow_client_backlog_stays_bounded_then_converges(coalesced, rate):
+    def app(page: ft.Page) -> None:
+        big_producer(page, *RATES[rate])
+
     main = (
-        coalesce_updates(max_hz=20, max_backlog_bytes=LIMIT)(big_producer)
-        if coalesced
-        else big_producer
+        coalesce_updates(max_hz=20, max_backlog_bytes=LIMIT)(app) if coalesced else app
     )
     async with (
         FletServer(main) as server,
