@@ -456,37 +456,6 @@ class Sampler:
         return max((s.rss for s in self.samples), default=0)
 
 
-class CpuMeter:
-    """CPU time over a window: this process tree's, and everyone else's."""
-
-    def __init__(self) -> None:
-        self.me = psutil.Process()
-        self.started = time.perf_counter()
-        self.tree = self._tree()
-        self.busy = self._busy()
-
-    def _tree(self) -> dict[int, float]:
-        seconds = {}
-        for process in [self.me, *self.me.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                times = process.cpu_times()
-                seconds[process.pid] = times.user + times.system
-        return seconds
-
-    @staticmethod
-    def _busy() -> float:
-        times = psutil.cpu_times()
-        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
-
-    def cores(self) -> tuple[float, float]:
-        """(own, other) CPU used since the start, in cores."""
-        wall = time.perf_counter() - self.started
-        tree = self._tree()
-        own = sum(t - self.tree.get(pid, 0.0) for pid, t in tree.items())
-        busy = self._busy() - self.busy
-        return own / wall, max(0.0, busy - own) / wall
-
-
 # --- simulated users ------------------------------------------------------------------
 
 
@@ -644,6 +613,8 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
         async with ServerProcess(mode, args, state_dir) as server:
             sampler = Sampler(server)
             sampler.start()
+            from flet_resilient.measure import CpuMeter
+
             meter = CpuMeter()
             try:
                 await steps(args, server, sampler, phase, users, log)

@@ -47,10 +47,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import flet as ft
-import psutil
 
 from flet_resilient import configure_offload, offload
-from flet_resilient.measure import code_version, connect_many, machine, ms, percentile
+from flet_resilient.measure import (
+    CpuMeter,
+    code_version,
+    connect_many,
+    machine,
+    ms,
+    percentile,
+)
 from flet_resilient.testing import FletClient, FletServer
 
 MODES = ("idle", "plain", "offload")
@@ -188,37 +194,6 @@ class Phase:
     complete: bool = True
     own_cores: float = 0.0  # CPU used by this benchmark's processes, in cores
     other_cores: float = 0.0  # CPU used by everything else on the machine
-
-
-class CpuMeter:
-    """CPU time over a window: this process tree's, and everyone else's."""
-
-    def __init__(self) -> None:
-        self.me = psutil.Process()
-        self.started = time.perf_counter()
-        self.tree = self._tree()
-        self.busy = self._busy()
-
-    def _tree(self) -> dict[int, float]:
-        seconds = {}
-        for process in [self.me, *self.me.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                times = process.cpu_times()
-                seconds[process.pid] = times.user + times.system
-        return seconds
-
-    @staticmethod
-    def _busy() -> float:
-        times = psutil.cpu_times()
-        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
-
-    def cores(self) -> tuple[float, float]:
-        """(own, other) CPU used since the start, in cores (steal counts as other)."""
-        wall = time.perf_counter() - self.started
-        tree = self._tree()
-        own = sum(t - self.tree.get(pid, 0.0) for pid, t in tree.items())
-        busy = self._busy() - self.busy
-        return own / wall, max(0.0, busy - own) / wall
 
 
 async def click_and_wait(

@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Iterable
 from importlib.metadata import version
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from flet_resilient.testing import FletClient
 
-__all__ = ["code_version", "connect_many", "machine", "ms", "percentile"]
+__all__ = ["CpuMeter", "code_version", "connect_many", "machine", "ms", "percentile"]
 
 
 def percentile(values: Iterable[float], p: float) -> float:
@@ -73,3 +74,40 @@ async def connect_many(
             *(FletClient(url, **options).connect() for _ in range(size))
         )
     return clients
+
+
+class CpuMeter:
+    """CPU used over a window, in cores: this process tree's and everyone else's.
+
+    Benchmarks report the second number so a busy machine shows in the results.
+    Needs psutil (the `bench` or `test` extra).
+    """
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.me = psutil.Process()
+        self.started = time.perf_counter()
+        self.tree = self._tree()
+        self.busy = self._busy()
+
+    def _tree(self) -> dict[int, float]:
+        seconds = {}
+        for process in [self.me, *self.me.children(recursive=True)]:
+            with contextlib.suppress(self._psutil.Error):
+                times = process.cpu_times()
+                seconds[process.pid] = times.user + times.system
+        return seconds
+
+    def _busy(self) -> float:
+        times = self._psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    def cores(self) -> tuple[float, float]:
+        """(own, other) CPU used since the start, in cores (steal counts as other)."""
+        wall = time.perf_counter() - self.started
+        tree = self._tree()
+        own = sum(t - self.tree.get(pid, 0.0) for pid, t in tree.items())
+        busy = self._busy() - self.busy
+        return own / wall, max(0.0, busy - own) / wall
