@@ -175,6 +175,7 @@ class FletClient:
         self.frames: list[Frame] = []
         self.errors: list[str] = []
         self.invocations: list[tuple[str, Any]] = []
+        self.stale_patches = 0
         self.ws: ClientConnection | None = None
         self._changed = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
@@ -263,9 +264,13 @@ class FletClient:
             self.controls = {}
             self._index(self.page)
         elif action == Action.PATCH_CONTROL:
-            apply_patch(
-                self.controls[body["id"]], body["patch"], self._index, self._unindex
-            )
+            target = self.controls.get(body["id"])
+            if target is None:
+                # A control no longer on the page (e.g. a detached subtree still
+                # updated by its task): like the real client, ignore the patch.
+                self.stale_patches += 1
+                return
+            apply_patch(target, body["patch"], self._index, self._unindex)
         elif action == Action.INVOKE_METHOD:
             self.invocations.append((body["name"], body.get("args")))
             result, error = None, None

@@ -3,7 +3,7 @@
 import flet as ft
 import pytest
 
-from flet_resilient.testing import FletClient, FletServer
+from flet_resilient.testing import Action, FletClient, FletServer
 
 
 def counter_app(page: ft.Page) -> None:
@@ -93,3 +93,14 @@ async def test_removed_controls_leave_the_mirror(flet_client):
     await user.wait_for(lambda: len(texts(user)) == 1)
     remaining = {c["_i"] for c in user.find("items")["controls"]}
     assert all(i not in user.controls for i in ids - remaining)
+
+
+async def test_patches_for_controls_no_longer_mirrored_are_ignored(flet_client):
+    user = flet_client
+    await user.wait_for(lambda: user.value("count") == "0")
+    # What a page switch can produce: a patch for a subtree the client dropped.
+    stale = {"id": 10**9, "patch": [[0], [0, 0, "value", "x"]]}
+    await user._apply(Action.PATCH_CONTROL, stale)
+    assert user.stale_patches == 1
+    await user.click("inc")  # the mirror still works
+    await user.wait_for(lambda: user.value("count") == "1")
