@@ -49,7 +49,7 @@ from pathlib import Path
 import flet as ft
 
 from flet_resilient.measure import CpuMeter, code_version, machine, ms, percentile
-from flet_resilient.testing import FletClient
+from flet_resilient.testing import FaultProxy, FletClient
 
 MODES = ("plain", "buffered")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -283,97 +283,6 @@ class ServerProcess:
             self._reader.cancel()
 
 
-# --- the fault proxy ------------------------------------------------------------------
-
-
-class Link:
-    """One proxied connection; `blackholed` makes it half-open."""
-
-    def __init__(self, client: asyncio.StreamWriter) -> None:
-        self.client = client
-        self.upstream: asyncio.StreamWriter | None = None
-        self.blackholed = False
-
-    async def pump(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter
-    ) -> None:
-        try:
-            while data := await source.read(65536):
-                if self.blackholed:
-                    continue  # lost in transit
-                sink.write(data)
-                await sink.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            # Blackholed: the client end vanishing tells the server nothing
-            # (it stays half-open until its pings time out); once the server
-            # end goes, nothing is left.
-            if not self.blackholed or sink is self.client:
-                self.abort()
-
-    def abort(self) -> None:
-        for writer in (self.client, self.upstream):
-            if writer is not None:
-                writer.transport.abort()
-
-
-class LinkProxy:
-    """A loopback TCP proxy whose connections can be blackholed one at a time.
-
-    Links are keyed by the client's local port, so `link_of(client)` finds the
-    one a connected `FletClient` uses.
-    """
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = 0
-        self.links: dict[int, Link] = {}
-        self._server: asyncio.Server | None = None
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    async def __aenter__(self) -> LinkProxy:
-        self._server = await asyncio.start_server(
-            self._accept, "127.0.0.1", 0, backlog=1024
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def _accept(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        peer = writer.get_extra_info("peername")[1]
-        link = self.links[peer] = Link(writer)
-        try:
-            up_reader, link.upstream = await asyncio.open_connection(
-                "127.0.0.1", self.upstream_port
-            )
-            await asyncio.gather(
-                link.pump(reader, link.upstream), link.pump(up_reader, writer)
-            )
-        except OSError:
-            link.abort()
-        finally:
-            if self.links.get(peer) is link:
-                del self.links[peer]
-
-    def link_of(self, client: FletClient) -> Link:
-        """The link `client` is connected through."""
-        assert client.ws is not None
-        return self.links[client.ws.transport.get_extra_info("sockname")[1]]
-
-    async def __aexit__(self, *exc: object) -> None:
-        for link in list(self.links.values()):
-            link.abort()
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 10)
-
-
 # --- simulated users ------------------------------------------------------------------
 
 
@@ -431,13 +340,13 @@ async def click(user: User) -> None:
 
 
 async def drop_and_reconnect(
-    user: User, server: ServerProcess, proxy: LinkProxy, phase: Phase
+    user: User, server: ServerProcess, proxy: FaultProxy, phase: Phase
 ) -> None:
     """Half-open the user's link for a while, then reconnect and time it."""
     old = user.client
     drop = user.rng.uniform(*DROP_S)
     push_at = user.rng.uniform(0, drop / 2)
-    proxy.link_of(old).blackholed = True
+    proxy.blackhole(old)
     phase.drops += 1
     dropped_at = time.perf_counter()
     await asyncio.sleep(push_at)
@@ -470,7 +379,7 @@ async def drop_and_reconnect(
 async def run_user(
     user: User,
     server: ServerProcess,
-    proxy: LinkProxy,
+    proxy: FaultProxy,
     deadline: float,
     phase: Phase,
 ) -> None:
@@ -532,7 +441,7 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
     rngs = [random.Random(f"{args.seed}-{i}") for i in range(args.clients)]
     async with (
         ServerProcess(mode, args.window) as server,
-        LinkProxy(server.port) as proxy,
+        FaultProxy(server.port) as proxy,
     ):
         users = await connect_all(proxy.ws_url, rngs)
         try:

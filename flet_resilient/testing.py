@@ -421,55 +421,75 @@ async def wait_until(
 class FaultProxy:
     """A loopback TCP proxy that breaks connections the ways networks do.
 
-    `blackhole()` makes current connections silently lose everything in both
+    `blackhole()` makes connections silently lose everything in both
     directions while staying open (a half-open link: neither side sees a FIN);
-    `cut()` resets them. New connections are always forwarded, so a client
-    "moving to another network" just connects again through the proxy.
+    `half_open()` also resets the client's side (the phone notices, the server
+    does not); `cut()` resets both sides. Each acts on every current
+    connection, or on one client's (`blackhole(client)`). New connections are
+    always forwarded, so a client "moving to another network" just connects
+    again through the proxy.
     """
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.port = 0
         self._server: asyncio.Server | None = None
-        self._links: list[_Link] = []
+        self._links: dict[int, _Link] = {}  # by the client's local port
 
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     async def start(self) -> FaultProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", 0, backlog=1024
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def _accept(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        up_reader, up_writer = await asyncio.open_connection(
-            "127.0.0.1", self.upstream_port
-        )
-        link = _Link(writer, up_writer)
-        self._links.append(link)
-        await asyncio.gather(link.pump(reader, up_writer), link.pump(up_reader, writer))
+        peer = writer.get_extra_info("peername")[1]
+        try:
+            up_reader, up_writer = await asyncio.open_connection(
+                "127.0.0.1", self.upstream_port
+            )
+        except OSError:
+            writer.transport.abort()
+            return
+        link = self._links[peer] = _Link(writer, up_writer)
+        try:
+            await asyncio.gather(
+                link.pump(reader, up_writer), link.pump(up_reader, writer)
+            )
+        finally:
+            if self._links.get(peer) is link:
+                del self._links[peer]
 
-    def blackhole(self) -> None:
-        """Current connections go silent: bytes are swallowed, nothing closes."""
-        for link in self._links:
+    def _select(self, client: FletClient | None) -> list[_Link]:
+        if client is None:
+            return list(self._links.values())
+        assert client.ws is not None
+        port = client.ws.transport.get_extra_info("sockname")[1]
+        return [self._links[port]] if port in self._links else []
+
+    def blackhole(self, client: FletClient | None = None) -> None:
+        """Connections go silent: bytes are swallowed, nothing closes."""
+        for link in self._select(client):
             link.blackholed = True
 
-    def half_open(self) -> None:
+    def half_open(self, client: FletClient | None = None) -> None:
         """The client side is reset (the phone notices and reconnects) while the
         server side stays open and silent (the server notices nothing)."""
-        for link in self._links:
+        for link in self._select(client):
             link.blackholed = True
             link.writers[0].transport.abort()
-        self._links.clear()
 
-    def cut(self) -> None:
-        """Reset current connections abruptly (both sides see an error)."""
-        for link in self._links:
+    def cut(self, client: FletClient | None = None) -> None:
+        """Reset connections abruptly (both sides see an error)."""
+        for link in self._select(client):
             link.abort()
-        self._links.clear()
 
     async def stop(self) -> None:
         self.cut()
