@@ -39,7 +39,6 @@ import math
 import os
 import random
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -48,7 +47,14 @@ from pathlib import Path
 
 import flet as ft
 
-from flet_resilient.measure import CpuMeter, code_version, machine, ms, percentile
+from flet_resilient.measure import (
+    ChildServer,
+    CpuMeter,
+    code_version,
+    machine,
+    ms,
+    percentile,
+)
 from flet_resilient.testing import FaultProxy, FletClient
 
 MODES = ("plain", "buffered")
@@ -204,83 +210,22 @@ async def serve(mode: str, window: float) -> None:
         await asyncio.wait_for(asyncio.shield(serving), 10)
 
 
-class ServerProcess:
+class ServerProcess(ChildServer):
     """The app served by `bench_flaky.py --serve MODE`, with its control channel."""
 
     def __init__(self, mode: str, window: float) -> None:
-        self.command = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            *("--serve", mode),
-            *("--window", str(window)),
-        ]
-        self.process: asyncio.subprocess.Process | None = None
-        self.ws_url = ""
-        self.port = 0
-        self._replies: dict[tuple[str, str], asyncio.Future[list[str]]] = {}
-        self._tokens = 0
-        self._reader: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> ServerProcess:
-        self.process = await asyncio.create_subprocess_exec(
-            *self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        super().__init__(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                *("--serve", mode),
+                *("--window", str(window)),
+            ]
         )
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), 60)
-        if not line.startswith(b"ws://"):
-            await self.__aexit__()
-            raise RuntimeError(f"the benchmark server did not start: {line!r}")
-        self.ws_url = line.decode().strip()
-        self.port = int(self.ws_url.rsplit(":", 1)[1].split("/")[0])
-        self._reader = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            kind, token, *rest = line.decode().split()
-            future = self._replies.pop((kind, token), None)
-            if future is not None and not future.done():
-                future.set_result(rest)
-
-    def _expect(self, kind: str, token: str) -> asyncio.Future[list[str]]:
-        future = asyncio.get_running_loop().create_future()
-        self._replies[(kind, token)] = future
-        return future
-
-    def _send(self, *words: str) -> None:
-        assert self.process is not None and self.process.stdin is not None
-        self.process.stdin.write((" ".join(words) + "\n").encode())
 
     def push(self, session_id: str) -> tuple[asyncio.Future[list[str]], ...]:
         """Ask for a pushes bump + focus call: (issued, done) reply futures."""
-        self._tokens += 1
-        token = str(self._tokens)
-        issued, done = self._expect("issued", token), self._expect("done", token)
-        self._send("push", token, session_id)
-        return issued, done
-
-    async def request(self, kind: str, *args: str) -> list[str]:
-        """A `state` or `stats` request and its reply."""
-        self._tokens += 1
-        token = str(self._tokens)
-        reply = self._expect(kind, token)
-        self._send(kind, token, *args)
-        return await asyncio.wait_for(reply, 30)
-
-    async def __aexit__(self, *exc: object) -> None:
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 30)
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
-        if self._reader is not None:
-            self._reader.cancel()
+        return self.send("push", session_id, replies=("issued", "done"))
 
 
 # --- simulated users ------------------------------------------------------------------

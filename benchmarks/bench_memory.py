@@ -61,7 +61,6 @@ import os
 import random
 import shlex
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -72,8 +71,10 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-# flet_resilient is imported inside functions only: importing it patches Flet,
-# and the plain phase's server (this file, `--serve plain`) must be plain Flet.
+from flet_resilient.measure import ChildServer
+
+# The plain phase's server (this file, `--serve plain`) must be plain Flet: it
+# runs with FLET_RESILIENT_DISABLE=1, so importing flet_resilient patches nothing.
 if TYPE_CHECKING:
     import flet as ft
 
@@ -295,74 +296,30 @@ async def serve(args: argparse.Namespace) -> None:
         await asyncio.wait_for(asyncio.shield(serving), 10)
 
 
-class ServerProcess:
+class ServerProcess(ChildServer):
     """The app served by `bench_memory.py --serve MODE`, with its control channel."""
 
     def __init__(self, mode: str, args: argparse.Namespace, state_dir: str) -> None:
-        self.command = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            *("--serve", mode),
-            *("--controls", str(args.controls)),
-            *("--idle-ttl", str(args.idle_ttl)),
-            *("--disconnected-ttl", str(args.disconnected_ttl)),
-        ]
-        self.env = {**os.environ, "FLET_RESILIENT_STATE_DIR": state_dir}
-        self.process: asyncio.subprocess.Process | None = None
-        self.ws_url = ""
-        self._replies: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
-        self._tokens = 0
-        self._reader: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    async def __aenter__(self) -> ServerProcess:
-        self.process = await asyncio.create_subprocess_exec(
-            *self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env
+        super().__init__(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                *("--serve", mode),
+                *("--controls", str(args.controls)),
+                *("--idle-ttl", str(args.idle_ttl)),
+                *("--disconnected-ttl", str(args.disconnected_ttl)),
+            ],
+            env={
+                **os.environ,
+                "FLET_RESILIENT_STATE_DIR": state_dir,
+                # The plain phase's server must be stock Flet: no adapter either.
+                "FLET_RESILIENT_DISABLE": "1" if mode == "plain" else "",
+            },
         )
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), 60)
-        if not line.startswith(b"ws://"):
-            await self.__aexit__()
-            raise RuntimeError(f"the benchmark server did not start: {line!r}")
-        self.ws_url = line.decode().strip()
-        self._reader = asyncio.create_task(self._read())
-        return self
 
-    async def _read(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            kind, token, *rest = line.decode().split()
-            future = self._replies.pop((kind, token), None)
-            if future is not None and not future.done():
-                future.set_result(json.loads(" ".join(rest)))
-
-    async def request(self, kind: str, timeout: float = 60) -> dict[str, Any]:
-        """A `stats` or `reclaim` request and its decoded reply."""
-        assert self.process is not None and self.process.stdin is not None
-        self._tokens += 1
-        token = str(self._tokens)
-        reply = asyncio.get_running_loop().create_future()
-        self._replies[(kind, token)] = reply
-        self.process.stdin.write(f"{kind} {token}\n".encode())
-        return await asyncio.wait_for(reply, timeout)
-
-    async def __aexit__(self, *exc: object) -> None:
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 30)
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
-        if self._reader is not None:
-            self._reader.cancel()
+    async def query(self, kind: str, timeout: float = 60) -> dict[str, Any]:
+        """A `stats`, `heap` or `reclaim` request and its decoded (JSON) reply."""
+        return json.loads(" ".join(await self.request(kind, timeout=timeout)))
 
 
 # --- sampling -------------------------------------------------------------------------
@@ -425,7 +382,7 @@ class Sampler:
 
     async def _poll_stats(self) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
-            self.last = await self.server.request("stats", timeout=10)
+            self.last = await self.server.query("stats", timeout=10)
 
     async def _run(self) -> None:
         while True:
@@ -646,7 +603,7 @@ async def steps(
     """Baseline, connect, idle, reclaim, return (see the module docstring)."""
     await asyncio.sleep(2.0)
     phase.baseline, phase.baseline_anon = sampler.rss(), sampler.anon()
-    phase.baseline_heap = await server.request("heap")
+    phase.baseline_heap = await server.query("heap")
     sampler.mark("connect")
     log(f"baseline {phase.baseline / MiB:.0f} MiB; connecting")
     started = time.monotonic()
@@ -667,13 +624,13 @@ async def steps(
     )
     await idle(args, sampler, phase, idle_from)
     phase.idle_rss, phase.idle_anon = sampler.rss(), sampler.anon()
-    phase.idle_stats = await server.request("stats")
+    phase.idle_stats = await server.query("stats")
     phase.server_closed = sum(
         u.client.closed.is_set() for u in users if u.role == "idle"
     )
     sampler.mark("gc + malloc_trim")
     log(f"after idle {phase.idle_rss / MiB:.0f} MiB; gc.collect + malloc_trim")
-    phase.reclaim = await server.request("reclaim")
+    phase.reclaim = await server.query("reclaim")
     await asyncio.sleep(3.0)
     phase.reclaimed_rss, phase.reclaimed_anon = sampler.rss(), sampler.anon()
     sampler.mark("return")
@@ -689,7 +646,7 @@ async def steps(
         users.append(User(args.sessions + index, "fresh", client))
     await asyncio.sleep(2.0)
     phase.final_rss = sampler.rss()
-    phase.final_stats = await server.request("stats")
+    phase.final_stats = await server.query("stats")
     sampler.mark("end")
 
 
