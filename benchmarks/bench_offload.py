@@ -39,7 +39,6 @@ import logging
 import math
 import os
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +49,7 @@ import flet as ft
 
 from flet_resilient import configure_offload, offload
 from flet_resilient.measure import (
+    ChildServer,
     CpuMeter,
     code_version,
     connect_many,
@@ -122,47 +122,23 @@ def make_app(
 # --- where the server runs ----------------------------------------------------------
 
 
-class ServerProcess:
+class ServerProcess(ChildServer):
     """The app served by `bench_offload.py --serve MODE` in a child process.
 
     The child prints its WebSocket URL, then serves until its stdin closes.
     """
 
     def __init__(self, mode: str, args: argparse.Namespace) -> None:
-        self.command = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            *("--serve", mode),
-            *("--job-seconds", str(args.job_seconds)),
-            *("--processes", str(args.processes)),
-            *("--worker-nice", str(args.worker_nice)),
-        ]
-        self.process: asyncio.subprocess.Process | None = None
-        self.ws_url = ""
-
-    async def __aenter__(self) -> ServerProcess:
-        self.process = await asyncio.create_subprocess_exec(
-            *self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        super().__init__(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                *("--serve", mode),
+                *("--job-seconds", str(args.job_seconds)),
+                *("--processes", str(args.processes)),
+                *("--worker-nice", str(args.worker_nice)),
+            ]
         )
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), 60)
-        if not line.startswith(b"ws://"):
-            await self.__aexit__()
-            raise RuntimeError(f"the benchmark server did not start: {line!r}")
-        self.ws_url = line.decode().strip()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 30)
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
 
 
 def serve(mode: str, args: argparse.Namespace) -> None:
