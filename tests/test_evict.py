@@ -143,12 +143,13 @@ async def test_a_forged_or_foreign_key_never_loads_another_users_state():
         await use(alice, 3, "alice's secret")
         await asyncio.wait_for(alice.closed.wait(), timeout=10)
         token, signature = alice.storage[STORAGE_KEY].split(".")
+        altered = token[:-1] + ("B" if token.endswith("A") else "A")
 
         bob = await FletClient(server.ws_url).connect()  # a real key of his own
         await bob.wait_for(lambda: bob.value("count") is not None)
         forged = [
             f"{token}.{'0' * len(signature)}",  # alice's token, made-up signature
-            f"{token[:-1]}A.{signature}",  # altered token
+            f"{altered}.{signature}",  # altered token (one character)
             bob.storage[STORAGE_KEY].split(".")[0] + "." + signature,
         ]
         await bob.close()
