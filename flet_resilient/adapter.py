@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 
 import msgpack
 from flet.controls.base_control import BaseControl
-from flet.controls.context import _context_page
+from flet.controls.context import _context_page, context
 from flet.controls.control_event import Event
 from flet.controls.page import Page
 from flet.messaging.protocol import MessageAction, configure_encode_object_for_msgpack
@@ -54,6 +54,7 @@ __all__ = [
     "current_page",
     "end_session",
     "fail_invoke",
+    "hold",
     "invoke_call",
     "invoke_pending",
     "is_connected",
@@ -62,6 +63,7 @@ __all__ = [
     "message_size",
     "on_session",
     "patch_now",
+    "release",
     "resend",
     "send_queue",
     "sessions",
@@ -188,8 +190,24 @@ class PatchSink(Protocol):
     def flush(self) -> None:
         """Send every pending patch now."""
 
+    def merge(self, control: BaseControl) -> bool:
+        """True if `control`'s patch is already pending here (nothing to do)."""
+
 
 _sinks: weakref.WeakKeyDictionary[Session, PatchSink] = weakref.WeakKeyDictionary()
+_held: dict[int, PatchSink] = {}
+"""id(control) -> the sink holding its patch: a repeated `update()` of a
+control that is still pending skips Flet's page lookups (most of its cost)."""
+
+
+def hold(control: BaseControl, sink: PatchSink) -> None:
+    """`sink` holds `control`'s patch until it calls `release`."""
+    _held[id(control)] = sink
+
+
+def release(control: BaseControl) -> None:
+    """`control`'s patch is no longer held (sent or dropped)."""
+    _held.pop(id(control), None)
 
 
 def set_patch_sink(session: Session, sink: PatchSink | None) -> None:
@@ -296,6 +314,7 @@ def _install() -> None:
     original_patch_control = Session.patch_control
     original_send_message = FletApp.send_message
     original_page = BaseControl.page.fget  # type: ignore[attr-defined]
+    original_update = BaseControl.update
 
     @functools.wraps(original_handle)
     async def handle(self: FletApp, websocket: Any) -> None:
@@ -398,6 +417,14 @@ def _install() -> None:
         else:
             sink.defer(control)
 
+    @functools.wraps(original_update)
+    def update(self: BaseControl) -> None:
+        sink = _held.get(id(self))
+        if sink is not None and sink.merge(self):
+            context.mark_update_called()  # as Flet's update() would
+            return
+        original_update(self)
+
     @functools.wraps(original_send_message)
     def send_message(self: FletApp, message: Any) -> None:
         # One-shot messages must not overtake the patches deferred before them.
@@ -420,6 +447,7 @@ def _install() -> None:
             return original_page(self)
 
     Session.patch_control = patch_control  # type: ignore[method-assign]
+    BaseControl.update = update  # type: ignore[method-assign]
     FletApp.send_message = send_message  # type: ignore[method-assign]
     BaseControl.page = property(  # type: ignore[method-assign,assignment]
         functools.wraps(original_page)(page)

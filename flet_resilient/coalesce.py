@@ -54,6 +54,7 @@ class Coalescer:
         self._last_flush = -float("inf")
         self.batches = 0
         self.coalesced = 0
+        self._merged_counted = 0  # of `coalesced`, already in the counters
 
     def defer(self, control: BaseControl) -> None:
         if threading.get_ident() != self._loop_thread:
@@ -64,16 +65,30 @@ class Coalescer:
         if session is None or session.connection is None:
             count("coalesce.skipped_disconnected")
             return  # the full page is sent on reconnect anyway
-        if id(control) in self._dirty:
-            self.coalesced += 1
-            count("coalesce.merged")
+        if self.merge(control):
+            return
         self._dirty[id(control)] = control
+        adapter.hold(control, self)
         if self._timer is None:
             delay = self._last_flush + self.interval - time.monotonic()
             if delay <= 0 and self.backlog_bytes() <= self.max_backlog_bytes:
                 self.flush()  # leading edge: an isolated change goes out now
             else:
                 self._timer = self.loop.call_later(max(delay, 0), self._on_timer)
+
+    def merge(self, control: BaseControl) -> bool:
+        """True (and counted) if `control` is already pending: nothing to do.
+
+        Only on the loop thread, where flushes run, so a pending control cannot
+        be flushed between this check and the caller's return.
+        """
+        if (
+            self._dirty.get(id(control)) is not control
+            or threading.get_ident() != self._loop_thread
+        ):
+            return False
+        self.coalesced += 1
+        return True
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -100,16 +115,22 @@ class Coalescer:
         if threading.get_ident() != self._loop_thread:
             self.loop.call_soon_threadsafe(self.flush)
             return
-        session = self._session()
-        if not self._dirty or session is None:
+        if not self._dirty:
             return  # nothing to send: the rate window is not restarted
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         dirty, self._dirty = self._dirty, {}
+        for control in dirty.values():
+            adapter.release(control)
+        session = self._session()
+        if session is None:
+            return  # the session is gone: drop its pending patches
         self._last_flush = time.monotonic()
         self.batches += 1
         count("coalesce.batches")
+        count("coalesce.merged", self.coalesced - self._merged_counted)
+        self._merged_counted = self.coalesced
         for control in dirty.values():
             if _has_dirty_ancestor(control, dirty):
                 continue

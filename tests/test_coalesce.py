@@ -6,8 +6,8 @@ import time
 import flet as ft
 import pytest
 
-from flet_resilient import coalesce_updates, stats
-from flet_resilient.testing import Action, FletClient, FletServer
+from flet_resilient import adapter, coalesce_updates, stats
+from flet_resilient.testing import Action, FletClient, FletServer, wait_until
 
 MAX_HZ = 20
 
@@ -157,3 +157,42 @@ async def test_stats_report_batches_and_merges():
         mine = section["per_session"][user.session_id]
         assert mine["coalesced"] >= 990
         assert mine["pending"] == 0
+
+
+async def test_repeated_updates_of_a_pending_control_hold_nothing_afterwards():
+    # A repeated update() of a pending control is a no-op looked up in the
+    # adapter's held map; every entry must go once the patch is sent or the
+    # session ends mid-stream (ids would otherwise be reused by new controls).
+    async with FletServer(maybe_coalesced(producer_app, True)) as server:
+        finished = await FletClient(server.ws_url).connect()
+        await finished.wait_for(lambda: finished.value("value") == "400", timeout=30)
+        await wait_until(lambda: not adapter._held)
+        await finished.close()
+        gone = await FletClient(server.ws_url).connect()
+        await gone.wait_for(lambda: int(gone.value("value") or 0) > 10)
+        gone.abort()
+        await wait_until(lambda: not adapter._held, timeout=10)
+
+
+@coalesce_updates(max_hz=MAX_HZ)
+def detached_app(page: ft.Page) -> None:
+    value = ft.Text("0", key="value")
+
+    def go(e: ft.Event) -> None:
+        for n in range(1, 101):
+            value.value = str(n)
+            value.update()
+        try:
+            ft.Text("never added").update()
+        except RuntimeError as exc:
+            value.value = f"refused: {exc}"
+            value.update()
+
+    page.add(value, ft.Button("go", key="go", on_click=go))
+
+
+async def test_update_of_a_control_not_on_the_page_still_raises():
+    async with FletServer(detached_app) as server, FletClient(server.ws_url) as user:
+        await user.click("go")
+        await user.wait_for(lambda: str(user.value("value")).startswith("refused"))
+        assert "added to the page" in user.value("value")
