@@ -6,7 +6,8 @@ Flet version, then wraps a few Flet methods once (see docs/compatibility.md):
 
 * every ended WebSocket ends or disconnects its session (Flet skips
   `disconnect_session` when `send_bytes` raises, leaking "connected" sessions),
-  and a client that never registers does not leave a send loop behind;
+  a client that never registers does not leave a send loop behind, and a
+  closed session is freed by reference counting (no Session <-> FletApp cycle);
 * the per-socket send queue is thread-safe (a worker thread's `update()` wakes
   the loop at once instead of waiting ~100 ms) and measures its backlog;
 * hooks the mitigations plug into: a patch sink per session (coalescing), an
@@ -52,6 +53,7 @@ __all__ = [
     "control_count",
     "control_page",
     "current_page",
+    "dismantle",
     "end_session",
     "fail_invoke",
     "hold",
@@ -355,6 +357,11 @@ def _install() -> None:
     def close(self: Session) -> None:
         original_close(self)
         _run_hooks("closed", self)
+        # A session closed while connected keeps its socket's FletApp, which
+        # points back at it: a cycle only a full gc pass frees (over a second
+        # on a big heap). Dropping this edge lets reference counting free the
+        # session, page and controls as soon as the socket's handler ends.
+        self._Session__conn = None  # type: ignore[attr-defined]
 
     @functools.wraps(original_attach)
     def attach_connection(self: Session, conn: Any) -> None:
@@ -528,6 +535,25 @@ async def end_session(session: Session) -> None:
     await close_session(session)
     if websocket is not None:
         spawn(websocket.close(), quiet=True)
+
+
+def dismantle(page: Page) -> None:
+    """Drop an ended session's control tree (views, overlay, dialogs).
+
+    Handlers that close over `page` make the page and its whole tree a cycle
+    that only a full gc pass frees. Emptying the tree, and Flet's diff
+    snapshots of it, lets reference counting free the controls at once.
+    """
+    overlay = page._overlay  # type: ignore[attr-defined]
+    dialogs = page._dialogs  # type: ignore[attr-defined]
+    for holder, children in (
+        (page, page.views),
+        (overlay, overlay.controls),
+        (dialogs, dialogs.controls),
+    ):
+        children.clear()
+        for snapshot in ("__prev_lists", "__prev_dicts", "__prev_classes"):
+            getattr(holder, snapshot, {}).clear()
 
 
 def control_count(session: Session) -> int:

@@ -160,7 +160,9 @@ class _Tracker:
                     await result
             except Exception:
                 logger.exception("on_evict hook failed for session %s", session.id)
+        page = session.page
         await adapter.end_session(session)
+        adapter.dismantle(page)  # freed now by refcounting, not at the next gc
 
 
 _trackers: weakref.WeakKeyDictionary[Session, _Tracker] = weakref.WeakKeyDictionary()

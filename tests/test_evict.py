@@ -32,6 +32,7 @@ class Notes:
 class App:
     def __init__(self, **options) -> None:
         self.pages: list[weakref.ref] = []
+        self.controls: list[weakref.ref] = []
         self.evicted: list[str] = []
         options.setdefault("store", MemoryStore())
         options.setdefault("secret_key", "test-secret")
@@ -52,6 +53,9 @@ class App:
         def increment(e: ft.Event) -> None:
             notes.count += 1
             count.value = str(notes.count)
+            page.title = f"{notes.count} clicks"  # a handler closing over page
+
+        self.controls.append(weakref.ref(count))
 
         def changed(e: ft.Event) -> None:
             notes.text = field.value
@@ -106,6 +110,31 @@ async def test_idle_sessions_are_evicted_freed_and_rehydrated():
             assert back.value("field") == f"note {n}"
             await back.close()
     assert stats()["counters"]["evict.rehydrated"] >= 4
+
+
+async def test_evicted_sessions_are_freed_without_waiting_for_the_gc():
+    # Flet's trees hold cycles (a connected session <-> its socket's FletApp,
+    # page -> button -> handler -> page); a full gc pass over a big heap takes
+    # seconds, so eviction breaks them and reference counting frees at once.
+    gc.collect()
+    gc.disable()
+    try:
+        app = App(idle_ttl=0.5)
+        async with FletServer(app.main) as server:
+            users = [await FletClient(server.ws_url).connect() for _ in range(5)]
+            for user in users:
+                await use(user, 2, "text")
+            await asyncio.wait_for(
+                asyncio.gather(*(u.closed.wait() for u in users)), timeout=10
+            )
+            ids = {u.session_id for u in users}
+            await wait_until(lambda: not ids & live_session_ids())
+            await wait_until(
+                lambda: all(r() is None for r in app.pages + app.controls),
+                timeout=10,
+            )
+    finally:
+        gc.enable()
 
 
 async def test_max_sessions_evicts_the_least_recently_active():
