@@ -222,6 +222,10 @@ class ControlChannel:
             values["store_ops"] = latency["count"]
             values["store_p50_ms"] = latency["p50_ms"]
             values["store_p99_ms"] = latency["p99_ms"]
+            rehydrate = evict["rehydrate"]
+            values["restores"] = rehydrate["count"]
+            values["restore_p50_ms"] = rehydrate["p50_ms"]
+            values["restore_p99_ms"] = rehydrate["p99_ms"]
             values["counters"] = {
                 k.replace("evict.", ""): v
                 for k, v in snapshot["counters"].items()
@@ -825,6 +829,12 @@ def report(
                 "on the event loop, so waiting for it included), p50 / p99 <= "
                 f"{stats.get('store_p50_ms', 0):.0f} / "
                 f"{stats.get('store_p99_ms', 0):.0f} ms (bucket bounds)"
+            )
+            notes.append(
+                f"`app_state` restores {stats.get('restores')} (key from the "
+                "client, store read, decode; the page build is not included), "
+                f"p50 / p99 <= {stats.get('restore_p50_ms', 0):.0f} / "
+                f"{stats.get('restore_p99_ms', 0):.0f} ms (bucket bounds)"
             )
             if p.all_evicted_at is not None:
                 notes.append(

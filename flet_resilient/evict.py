@@ -31,7 +31,7 @@ from flet_resilient import adapter
 from flet_resilient.background import spawn
 from flet_resilient.identity import Identity
 from flet_resilient.mainwrap import Main, wrap_main
-from flet_resilient.metrics import count, register_section
+from flet_resilient.metrics import Histogram, count, register_section
 from flet_resilient.stores import (
     ResilientStore,
     StateStore,
@@ -43,6 +43,11 @@ from flet_resilient.switch import disabled
 __all__ = ["app_state", "evict_idle", "save_state"]
 
 logger = logging.getLogger("flet_resilient.evict")
+
+rehydrate_latency = Histogram()
+"""What restoring a returning user's state took in `app_state` (ms): reading
+the key from the client, the store read and decoding. Rebuilding the page
+from the state is the app's `main`, as on a first visit."""
 
 SESSION_BASE_BYTES = 16 * 1024
 """Estimated size of an empty Flet session (measured with tracemalloc)."""
@@ -227,6 +232,7 @@ async def app_state(page: Page) -> Any:
     tracker = _trackers.get(page.session)
     if tracker is None or tracker.state_factory is None:
         raise RuntimeError("app_state(page) needs @evict_idle(state=...) on main")
+    started = time.perf_counter()
     token = await tracker.identity.of(page)
     data = await tracker.store.get(tracker.identity.store_key(token))
     state = tracker.state_factory()
@@ -234,6 +240,7 @@ async def app_state(page: Page) -> Any:
         try:
             state = _decode_state(tracker.state_factory, data)
             count("evict.rehydrated")
+            rehydrate_latency.record((time.perf_counter() - started) * 1000)
         except Exception:
             logger.exception("stored state of a returning user could not be read")
     _states[page.session] = _Bound(token, state)
@@ -339,6 +346,7 @@ def _section() -> dict[str, Any]:
         "estimated_bytes": total,
         "estimated_bytes_per_session": total // len(sessions) if sessions else 0,
         "store_latency": store_latency.snapshot(),
+        "rehydrate": rehydrate_latency.snapshot(),
     }
 
 

@@ -110,6 +110,7 @@ async def test_idle_sessions_are_evicted_freed_and_rehydrated():
             assert back.value("field") == f"note {n}"
             await back.close()
     assert stats()["counters"]["evict.rehydrated"] >= 4
+    assert stats()["evict"]["rehydrate"]["count"] >= 4
 
 
 async def test_evicted_sessions_are_freed_without_waiting_for_the_gc():
