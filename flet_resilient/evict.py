@@ -27,7 +27,7 @@ from cachetools import TLRUCache
 from flet.controls.page import Page
 from flet.messaging.session import Session
 
-from flet_resilient import adapter
+from flet_resilient import adapter, memory
 from flet_resilient.background import spawn
 from flet_resilient.identity import Identity
 from flet_resilient.mainwrap import Main, wrap_main
@@ -108,6 +108,7 @@ class _Tracker:
         identity: Identity,
         state_ttl: float,
         on_evict: Callable[[Page], Any] | None,
+        release_memory: bool,
     ) -> None:
         self.idle_ttl = idle_ttl
         self.disconnected_ttl = disconnected_ttl
@@ -118,6 +119,7 @@ class _Tracker:
         self.identity = identity
         self.state_ttl = state_ttl
         self.on_evict = on_evict
+        self.release_memory = release_memory
         self.cache = _SessionCache(self, max_sessions or sys.maxsize)
         self._evicting: weakref.WeakSet[Session] = weakref.WeakSet()
         self._sweeper: asyncio.Task[None] | None = None
@@ -168,6 +170,8 @@ class _Tracker:
         page = session.page
         await adapter.end_session(session)
         adapter.dismantle(page)  # freed now by refcounting, not at the next gc
+        if self.release_memory:
+            memory.trim_soon()
 
 
 _trackers: weakref.WeakKeyDictionary[Session, _Tracker] = weakref.WeakKeyDictionary()
@@ -275,6 +279,7 @@ def evict_idle(
     on_evict: Callable[[Page], Any | Awaitable[Any]] | None = None,
     sweep_interval: float = 1.0,
     state_ttl: float = 7 * 24 * 3600,
+    release_memory: bool = True,
 ) -> Callable[[Main], Main]:
     """Decorate `main(page)` so idle and disconnected sessions free their memory.
 
@@ -292,6 +297,9 @@ def evict_idle(
         on_evict: called with the page just before its session is evicted.
         sweep_interval: seconds between expiry checks.
         state_ttl: seconds stored state is kept for a user who does not return.
+        release_memory: after evictions, return freed memory to the OS (glibc
+            `malloc_trim(0)` in a worker thread, once evictions pause; see
+            docs/evict.md for `PYTHONMALLOC=malloc`, which lets it return more).
     """
     if callable(idle_ttl):
         raise TypeError("use @evict_idle() or @evict_idle(idle_ttl=...)")
@@ -311,6 +319,8 @@ def evict_idle(
             raise ValueError(f"{name} must be a positive int or None, got {limit!r}")
     if state is not None and not callable(state):
         raise TypeError(f"state must be a dataclass or a factory, got {state!r}")
+    if not isinstance(release_memory, bool):
+        raise TypeError(f"release_memory must be True or False, got {release_memory!r}")
     if on_evict is not None and not callable(on_evict):
         raise TypeError(f"on_evict must be callable, got {on_evict!r}")
     tracker = _Tracker(
@@ -324,6 +334,7 @@ def evict_idle(
         Identity(secret_key),
         state_ttl,
         on_evict,
+        release_memory,
     )
 
     def install(page: Page) -> None:

@@ -15,6 +15,7 @@ from flet_resilient import (
     adapter,
     app_state,
     evict_idle,
+    memory,
     save_state,
     stats,
 )
@@ -138,6 +139,20 @@ async def test_evicted_sessions_are_freed_without_waiting_for_the_gc():
         gc.enable()
 
 
+@pytest.mark.parametrize("release", [True, False], ids=["release", "keep"])
+async def test_a_burst_of_evictions_returns_memory_once(release):
+    trims = stats()["counters"].get("evict.memory_trims", 0)
+    app = App(idle_ttl=0.5, release_memory=release)
+    async with FletServer(app.main) as server:
+        users = [await FletClient(server.ws_url).connect() for _ in range(5)]
+        await asyncio.wait_for(
+            asyncio.gather(*(u.closed.wait() for u in users)), timeout=10
+        )
+        await server.call(asyncio.sleep(2 * memory.QUIET_S + 0.5))
+    # One malloc_trim (in a worker thread) for the whole burst, or none.
+    assert stats()["counters"].get("evict.memory_trims", 0) - trims == int(release)
+
+
 async def test_max_sessions_evicts_the_least_recently_active():
     app = App(idle_ttl=60, max_sessions=3)
     async with FletServer(app.main) as server:
@@ -245,3 +260,5 @@ def test_bad_arguments_are_clear_errors():
         evict_idle(state=42)
     with pytest.raises(TypeError, match="evict_idle"):
         evict_idle(lambda page: None)
+    with pytest.raises(TypeError, match="release_memory"):
+        evict_idle(release_memory="yes")
