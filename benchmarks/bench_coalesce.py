@@ -41,14 +41,11 @@ import datetime
 import json
 import logging
 import math
-import os
-import platform
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from subprocess import PIPE
 from typing import Any
@@ -57,6 +54,13 @@ import flet as ft
 import psutil
 
 from flet_resilient import coalesce_updates, stats
+from flet_resilient.measure import (
+    command_line,
+    connect_many,
+    machine,
+    percentile,
+    save_report,
+)
 from flet_resilient.metrics import Histogram
 from flet_resilient.testing import Action, FletClient, FletServer, wait_until
 
@@ -195,17 +199,6 @@ class OthersMeter:
 # --- simulated users -------------------------------------------------------------
 
 
-async def connect_all(url: str, sessions: int, batch: int = 20) -> list[FletClient]:
-    """Connect `sessions` users, `batch` at a time."""
-    clients: list[FletClient] = []
-    for first in range(0, sessions, batch):
-        size = min(batch, sessions - first)
-        clients += await asyncio.gather(
-            *(FletClient(url).connect() for _ in range(size))
-        )
-    return clients
-
-
 async def drive_users(
     url: str,
     args: argparse.Namespace,
@@ -215,7 +208,7 @@ async def drive_users(
     """Connect the users, `await go()` (starts the producers), then count patch
     frames and bytes until every mirror shows "done ..." (or the timeout);
     `cpu_clock` measures the users' CPU meanwhile."""
-    clients = await connect_all(url, args.sessions)
+    clients = await connect_many(url, args.sessions)
     counts = [[0, 0] for _ in clients]  # frames, bytes per user
 
     def drain() -> None:
@@ -408,14 +401,6 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
 # --- report -------------------------------------------------------------------------
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (nan when empty)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
 def num(value: float) -> str:
     """A number for the table: thousands separators, about 3 significant digits."""
     if math.isnan(value):
@@ -423,20 +408,6 @@ def num(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
-
-
-def machine() -> str:
-    """CPU model and count, OS, Python and Flet versions."""
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, flet {version('flet')}"
-    )
 
 
 def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
@@ -586,17 +557,7 @@ def main(argv: list[str] | None = None) -> None:
     # Plain Flet stalls the loop on purpose; the watchdog would log every stall.
     logging.getLogger("flet_resilient.watchdog").setLevel(logging.ERROR)
     phases = asyncio.run(run(args))
-    command = "python " + " ".join(
-        [
-            os.path.relpath(sys.argv[0]) if sys.argv[0] else "bench_coalesce.py",
-            *sys.argv[1:],
-        ]
-    )
-    text = report(phases, args, command)
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(f"saved {args.output}", file=sys.stderr)
+    save_report(report(phases, args, command_line()), args.output)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,7 @@ import contextlib
 import datetime
 import logging
 import math
-import os
 import random
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -51,9 +49,13 @@ from flet_resilient.measure import (
     ChildServer,
     CpuMeter,
     code_version,
+    command_line,
     machine,
     ms,
     percentile,
+    reply,
+    save_report,
+    serve_child,
 )
 from flet_resilient.testing import FaultProxy, FletClient
 
@@ -121,11 +123,6 @@ class ControlChannel:
         self.app = app
         self.tasks: set[asyncio.Task[None]] = set()
 
-    @staticmethod
-    def reply(*words: object) -> None:
-        sys.stdout.write(" ".join(map(str, words)) + "\n")
-        sys.stdout.flush()
-
     def handle(self, words: list[str]) -> None:
         command, token, *rest = words
         if command == "push":
@@ -135,9 +132,9 @@ class ControlChannel:
         elif command == "state":
             user = self.app.sessions.get(rest[0])
             if user is None:
-                self.reply("state", token, "-", "-")
+                reply("state", token, "-", "-")
             else:
-                self.reply("state", token, user.count.value, user.pushes.value)
+                reply("state", token, user.count.value, user.pushes.value)
         elif command == "stats":
             from flet_resilient import stats
 
@@ -148,20 +145,20 @@ class ControlChannel:
             loop = stats()["loop"]
             values["loop_lag_p99_ms"] = round(loop["lag"]["p99_ms"])
             values["loop_lag_max_ms"] = round(loop["lag"]["max_ms"])
-            self.reply("stats", token, *(f"{k}={v}" for k, v in values.items()))
+            reply("stats", token, *(f"{k}={v}" for k, v in values.items()))
 
     async def push(self, token: str, session_id: str) -> None:
         """Bump the pushes Text and focus the field, as a server-side task would."""
         user = self.app.sessions.get(session_id)
         if user is None:
-            self.reply("issued", token, "-")
-            self.reply("done", token, "unknown")
+            reply("issued", token, "-")
+            reply("done", token, "unknown")
             return
         user.pushes.value = str(int(user.pushes.value) + 1)
         user.pushes.update()  # into the half-open socket
         focus = asyncio.ensure_future(user.field.focus())
         await asyncio.sleep(0)  # the invoke_method request is sent now
-        self.reply("issued", token, user.pushes.value)
+        reply("issued", token, user.pushes.value)
         try:
             await asyncio.wait_for(focus, INVOKE_BOUND_S)
             outcome = "ok"
@@ -169,45 +166,19 @@ class ControlChannel:
             outcome = "timeout"
         except Exception:
             outcome = "error"
-        self.reply("done", token, outcome)
+        reply("done", token, outcome)
 
 
 async def serve(mode: str, window: float) -> None:
-    """The child side of `ServerProcess`: serve and obey stdin until it closes."""
+    """The child side of `ServerProcess`: serve and obey stdin until it closes.
+
+    uvicorn keeps its default pings (20 s + 20 s) as in production: that is
+    how long plain Flet needs to notice a half-open socket.
+    """
     import flet_web.fastapi as flet_fastapi
-    import uvicorn
 
     app = BenchApp(mode == "buffered", window)
-    # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets, as
-    # `uvicorn.run(host=..., port=...)` does; with proto 0 Nagle delays the
-    # second of two back-to-back frames by the peer's delayed ACK (~40 ms).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    # uvicorn's default pings (20 s + 20 s) as in production: that is how long
-    # plain Flet needs to notice a half-open socket.
-    server = uvicorn.Server(
-        uvicorn.Config(flet_fastapi.app(app.main), log_level="error")
-    )
-    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if serving.done() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        await asyncio.sleep(0.01)
-    ControlChannel.reply(f"ws://127.0.0.1:{sock.getsockname()[1]}/ws")
-    channel = ControlChannel(app)
-    reader = asyncio.StreamReader()
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
-    )
-    while line := await reader.readline():
-        if words := line.decode().split():
-            channel.handle(words)
-    server.should_exit = True
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.shield(serving), 10)
+    await serve_child(flet_fastapi.app(app.main), ControlChannel(app).handle)
 
 
 class ServerProcess(ChildServer):
@@ -554,17 +525,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(args.serve, args.window))
         return
     phases = asyncio.run(run(args))
-    command = "python " + " ".join(
-        [
-            os.path.relpath(sys.argv[0]) if sys.argv[0] else "bench_flaky.py",
-            *sys.argv[1:],
-        ]
-    )
-    text = report(phases, args, command)
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(f"saved {args.output}", file=sys.stderr)
+    save_report(report(phases, args, command_line()), args.output)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ this process:
    first-time visitors, the cost of building a page, for comparison.
 
 The server socket is bound with proto IPPROTO_TCP, as `uvicorn.run(host=,
-port=)` does, so that asyncio sets TCP_NODELAY (see `serve`).
+port=)` does, so that asyncio sets TCP_NODELAY (see
+`flet_resilient.testing.loopback_socket`).
 
 Goal: with evict, RSS after idle within 10 % of baseline + the active
 sessions' share, rehydrate p99 < 100 ms, 100 % of states restored. The report
@@ -60,7 +61,6 @@ import math
 import os
 import random
 import shlex
-import socket
 import sys
 import tempfile
 import time
@@ -71,7 +71,13 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from flet_resilient.measure import ChildServer
+from flet_resilient.measure import (
+    ChildServer,
+    command_line,
+    reply,
+    save_report,
+    serve_child,
+)
 from flet_resilient.memory import malloc_trim
 
 # The plain phase's server (this file, `--serve plain`) must be plain Flet: it
@@ -182,11 +188,6 @@ class ControlChannel:
         self.me = psutil.Process()
 
     @staticmethod
-    def reply(*words: object) -> None:
-        sys.stdout.write(" ".join(map(str, words)) + "\n")
-        sys.stdout.flush()
-
-    @staticmethod
     def encode(values: dict[str, Any]) -> str:
         return json.dumps(values, separators=(",", ":"))
 
@@ -252,44 +253,16 @@ class ControlChannel:
     def handle(self, words: list[str]) -> None:
         command, token = words[0], words[1]
         if command in ("stats", "heap", "reclaim"):
-            self.reply(command, token, self.encode(getattr(self, command)()))
+            reply(command, token, self.encode(getattr(self, command)()))
 
 
 async def serve(args: argparse.Namespace) -> None:
     """The child side of `ServerProcess`: serve and obey stdin until it closes."""
     import flet_web.fastapi as flet_fastapi
-    import uvicorn
 
     main = make_main(args.serve, args.controls, args.idle_ttl, args.disconnected_ttl)
-    # proto=IPPROTO_TCP, as `uvicorn.run(host=, port=)` gets from getaddrinfo:
-    # asyncio then sets TCP_NODELAY on accepted sockets. With proto 0 it does
-    # not, and a small frame sent right after another waits ~40 ms for the
-    # client's delayed ACK (Nagle), which would add ~40 ms to every rehydrate.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(
-        uvicorn.Config(flet_fastapi.app(main, no_cdn=True), log_level="error")
-    )
-    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if serving.done() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        await asyncio.sleep(0.01)
-    ControlChannel.reply(f"ws://127.0.0.1:{sock.getsockname()[1]}/ws")
-    channel = ControlChannel(args.serve)
-    reader = asyncio.StreamReader()
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
-    )
-    while line := await reader.readline():
-        if words := line.decode().split():
-            channel.handle(words)
-    server.should_exit = True
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.shield(serving), 10)
+    app = flet_fastapi.app(main, no_cdn=True)
+    await serve_child(app, ControlChannel(args.serve).handle)
 
 
 class ServerProcess(ChildServer):
@@ -1076,12 +1049,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     logging.getLogger("flet_resilient").setLevel(logging.ERROR)
     phases = asyncio.run(run(args))
-    command = "python " + " ".join(
-        [
-            os.path.relpath(sys.argv[0]) if sys.argv[0] else "bench_memory.py",
-            *sys.argv[1:],
-        ]
-    )
+    command = command_line()
     title = (
         f"{args.sessions} sessions x {args.controls} controls, idle_ttl "
         f"{args.idle_ttl:g} s, disconnected_ttl {args.disconnected_ttl:g} s "
@@ -1117,9 +1085,7 @@ def write_results(
             "matplotlib is not installed (pip install -e '.[plot]'): no plot",
             file=sys.stderr,
         )
-    print(text)
-    (output / "memory.md").write_text(text)
-    print(f"saved {output / 'memory.md'}", file=sys.stderr)
+    save_report(text, output / "memory.md")
 
 
 if __name__ == "__main__":

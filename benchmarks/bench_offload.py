@@ -52,10 +52,12 @@ from flet_resilient.measure import (
     ChildServer,
     CpuMeter,
     code_version,
+    command_line,
     connect_many,
     machine,
     ms,
     percentile,
+    save_report,
 )
 from flet_resilient.testing import FletClient, FletServer
 
@@ -452,19 +454,9 @@ def main(argv: list[str] | None = None) -> None:
         phases = asyncio.run(run(args))
     finally:
         configure_offload()  # stop the worker processes
-    command = "python " + " ".join(
-        [
-            os.path.relpath(sys.argv[0]) if sys.argv[0] else "bench_offload.py",
-            *sys.argv[1:],
-        ]
-    )
-    text = report(phases, args, command)
-    print(text)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     output = args.output or RESULTS_DIR / f"offload-{stamp}.md"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    print(f"saved {output}", file=sys.stderr)
+    save_report(report(phases, args, command_line()), output)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ import os
 import random
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -51,7 +50,7 @@ from typing import Any
 
 from flet_resilient.measure import machine, percentile
 from flet_resilient.metrics import Histogram
-from flet_resilient.testing import Action, FletClient
+from flet_resilient.testing import Action, FletClient, loopback_socket
 
 __all__ = ["STATS_PATH", "ModeResult", "build_app", "load_main", "main", "run"]
 
@@ -138,10 +137,7 @@ def serve(target: str) -> None:
     # Plain Flet blocks the loop on purpose; the watchdog would log every stall.
     logging.getLogger("flet_resilient.watchdog").setLevel(logging.ERROR)
     app = build_app(load_main(target))
-    # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets (as uvicorn.run).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = loopback_socket()
     sock.listen(2048)
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3)

@@ -8,22 +8,27 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flet_resilient.testing import FletClient
+from flet_resilient.testing import FletClient, loopback_socket
 
 __all__ = [
     "ChildServer",
     "CpuMeter",
     "code_version",
+    "command_line",
     "connect_many",
     "machine",
     "ms",
     "percentile",
+    "reply",
+    "save_report",
+    "serve_child",
 ]
 
 
@@ -69,6 +74,20 @@ def code_version(path: str | os.PathLike[str] = ".") -> str:
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return "unknown"
     return done.stdout.strip() or "unknown"
+
+
+def command_line() -> str:
+    """How this script was started, for its report: `python <script> <args>`."""
+    script = os.path.relpath(sys.argv[0]) if sys.argv[0] else "benchmark"
+    return "python " + " ".join([script, *sys.argv[1:]])
+
+
+def save_report(text: str, path: Path) -> None:
+    """Print a markdown report and write it to `path` (creating its folder)."""
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"saved {path}", file=sys.stderr)
 
 
 async def connect_many(
@@ -208,3 +227,37 @@ class ChildServer:
             await process.wait()
         if self._reader is not None:
             self._reader.cancel()
+
+
+def reply(*words: object) -> None:
+    """Child side of `ChildServer`: one line to the parent (`KIND TOKEN ...`)."""
+    sys.stdout.write(" ".join(map(str, words)) + "\n")
+    sys.stdout.flush()
+
+
+async def serve_child(app: Any, handle: Callable[[list[str]], None]) -> None:
+    """Child side of `ChildServer`: serve the ASGI `app` on 127.0.0.1 with
+    uvicorn's defaults (pings included), print its `ws://` URL, then hand the
+    words of each stdin line to `handle` until stdin closes."""
+    import uvicorn
+
+    sock = loopback_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error"))
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if serving.done() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        await asyncio.sleep(0.01)
+    reply(f"ws://127.0.0.1:{sock.getsockname()[1]}/ws")
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    while line := await reader.readline():
+        if words := line.decode().split():
+            handle(words)
+    server.should_exit = True
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(serving), 10)

@@ -22,7 +22,15 @@ import uvicorn
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-__all__ = ["Action", "FaultProxy", "FletClient", "FletServer", "Frame", "wait_until"]
+__all__ = [
+    "Action",
+    "FaultProxy",
+    "FletClient",
+    "FletServer",
+    "Frame",
+    "loopback_socket",
+    "wait_until",
+]
 
 T = TypeVar("T")
 
@@ -39,6 +47,20 @@ class Action:
 
 
 REPLACE, ADD, REMOVE, MOVE = 0, 1, 2, 3  # patch operations (object_patch.Operation)
+
+
+def loopback_socket() -> socket.socket:
+    """A TCP socket bound to 127.0.0.1 on a free port, for `uvicorn.Server.serve`.
+
+    Created with proto IPPROTO_TCP (not 0), as `uvicorn.run(host=, port=)`
+    gets it from getaddrinfo: asyncio then sets TCP_NODELAY on accepted
+    sockets; otherwise a frame sent right after another waits ~40 ms for the
+    peer's delayed ACK (Nagle).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 def encode(action: int, body: Any) -> bytes:
@@ -63,13 +85,7 @@ class FletServer:
         import flet_web.fastapi as flet_fastapi
 
         self.app = flet_fastapi.app(main, **app_kwargs)
-        # IPPROTO_TCP (not 0): asyncio then sets TCP_NODELAY on accepted
-        # sockets, as uvicorn.run does; otherwise Nagle delays frames ~40 ms.
-        self._socket = socket.socket(
-            socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
-        )
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket = loopback_socket()
         self.port: int = self._socket.getsockname()[1]
         self._server = uvicorn.Server(
             uvicorn.Config(self.app, log_level="warning", ws_ping_interval=None)
