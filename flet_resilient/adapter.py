@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import threading
@@ -49,6 +50,7 @@ from flet_resilient.watchdog import watch_loop
 __all__ = [
     "POLICY_ATTRIBUTE",
     "SUPPORTED_FLET",
+    "HandlerRun",
     "Outbox",
     "PatchSink",
     "SendQueue",
@@ -56,6 +58,7 @@ __all__ = [
     "close_session",
     "control_count",
     "control_page",
+    "current_handler",
     "current_page",
     "dismantle",
     "end_session",
@@ -152,9 +155,10 @@ class _SendQueueSlot:
 
 # --- session lifecycle --------------------------------------------------------
 
-SessionEvent = Literal["activity", "attached", "disconnected", "closed"]
+SessionEvent = Literal["activity", "handled", "attached", "disconnected", "closed"]
 _hooks: dict[str, list[Callable[[Session], None]]] = {
     "activity": [],
+    "handled": [],
     "attached": [],
     "disconnected": [],
     "closed": [],
@@ -163,8 +167,9 @@ _hooks: dict[str, list[Callable[[Session], None]]] = {
 
 def on_session(event: SessionEvent, hook: Callable[[Session], None]) -> None:
     """Call `hook(session)` (on the loop) when its client sends an event or a
-    property change ("activity"), when it is re-attached to a socket, loses
-    its socket, or is closed by Flet (expiry or eviction)."""
+    property change ("activity"), when the handler of a client event has
+    ended ("handled"), when it is re-attached to a socket, loses its socket,
+    or is closed by Flet (expiry or eviction)."""
     if hook not in _hooks[event]:
         _hooks[event].append(hook)
 
@@ -185,6 +190,27 @@ def _session_key(app: FletApp) -> str | None:
 
 
 _live_apps: weakref.WeakSet[FletApp] = weakref.WeakSet()
+
+
+class HandlerRun:
+    """One client event being handled (its task and the tasks it starts)."""
+
+    __slots__ = ("active", "answered")
+
+    def __init__(self) -> None:
+        self.active = True
+        self.answered = False  # a mitigation already sent its first response
+
+
+_handler_run: contextvars.ContextVar[HandlerRun | None] = contextvars.ContextVar(
+    "flet_resilient_handler_run", default=None
+)
+
+
+def current_handler() -> HandlerRun | None:
+    """The client event whose handler is running now, if any."""
+    run = _handler_run.get()
+    return run if run is not None and run.active else None
 
 
 _transport_log = logging.getLogger("flet_transport")
@@ -327,6 +353,7 @@ def _install() -> None:
     original_disconnect = Session.disconnect
     original_session_send = Session._Session__send_message  # type: ignore[attr-defined]
     original_invoke_results = Session.handle_invoke_method_results
+    original_dispatch_event = Session.dispatch_event
     original_on_message = FletApp._FletApp__on_message  # type: ignore[attr-defined]
     original_unique_id = FletApp._FletApp__get_unique_session_id  # type: ignore[attr-defined]
     original_patch_control = Session.patch_control
@@ -403,6 +430,19 @@ def _install() -> None:
         if outbox is not None:
             outbox.answered(call_id)
         original_invoke_results(self, control_id, call_id, *rest)
+
+    @functools.wraps(original_dispatch_event)
+    async def dispatch_event(
+        self: Session, control_id: int, event_name: str, event_data: Any
+    ) -> None:
+        run = HandlerRun()
+        token = _handler_run.set(run)
+        try:
+            await original_dispatch_event(self, control_id, event_name, event_data)
+        finally:
+            run.active = False
+            _handler_run.reset(token)
+            _run_hooks("handled", self)
 
     @functools.wraps(original_on_message)
     async def on_message(self: FletApp, data: Any) -> None:
@@ -485,6 +525,7 @@ def _install() -> None:
     Session.disconnect = disconnect  # type: ignore[method-assign]
     Session._Session__send_message = session_send  # type: ignore[attr-defined]
     Session.handle_invoke_method_results = invoke_results  # type: ignore[method-assign]
+    Session.dispatch_event = dispatch_event  # type: ignore[method-assign]
     FletApp._FletApp__on_message = on_message  # type: ignore[attr-defined]
     FletApp._FletApp__get_unique_session_id = unique_session_id  # type: ignore[attr-defined]
 

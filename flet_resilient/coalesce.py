@@ -3,9 +3,12 @@
 Every `update()` in a coalesced session only marks its control dirty. An
 isolated change is sent at once (leading edge); changes inside the window are
 merged and sent when it ends (trailing edge), so the final state always
-arrives. A dirty control whose ancestor is also dirty is covered by the
-ancestor's diff. One-shot messages (`invoke_method`, errors) first flush what
-was deferred before them, so order is kept. While the client's outbound
+arrives. The response to a client event is never held for the window: the
+first patch its handler causes goes out as soon as the handler yields, and
+what it left pending when it ends goes out then; the cap applies to
+server-pushed updates. A dirty control whose ancestor is also dirty is
+covered by the ancestor's diff. One-shot messages (`invoke_method`, errors)
+first flush what was deferred before them, so order is kept. While the client's outbound
 backlog is above `max_backlog_bytes`, flushes wait (state keeps merging) and
 the rate halves until the client drains it.
 """
@@ -69,7 +72,11 @@ class Coalescer:
             return
         self._dirty[id(control)] = control
         adapter.hold(control, self)
-        if self._timer is None:
+        run = adapter.current_handler()
+        if run is not None and not run.answered:
+            run.answered = True  # the event's response: out when it yields
+            self.loop.call_soon(self.flush)
+        elif self._timer is None:
             delay = self._last_flush + self.interval - time.monotonic()
             if delay <= 0 and self.backlog_bytes() <= self.max_backlog_bytes:
                 self.flush()  # leading edge: an isolated change goes out now
@@ -210,4 +217,12 @@ def _section() -> dict[str, Any]:
     }
 
 
+def _flush_handled(session: Session) -> None:
+    """A client event's handler ended: send what it changed now."""
+    coalescer = _coalescers.get(session)
+    if coalescer is not None:
+        coalescer.flush()
+
+
+adapter.on_session("handled", _flush_handled)
 register_section("coalesce", _section)

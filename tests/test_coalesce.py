@@ -196,3 +196,57 @@ async def test_update_of_a_control_not_on_the_page_still_raises():
         await user.click("go")
         await user.wait_for(lambda: str(user.value("value")).startswith("refused"))
         assert "added to the page" in user.value("value")
+
+
+SLOW_WINDOW_HZ = 1 / 120  # a 2-minute window: nothing server-pushed gets through
+
+
+def clicks_beside_a_ticker_app(gate: asyncio.Event, ticks: list[int]):
+    @coalesce_updates(max_hz=SLOW_WINDOW_HZ)
+    def main(page: ft.Page) -> None:
+        clock = ft.Text("0", key="clock")
+        status = ft.Text("idle", key="status")
+
+        async def tick() -> None:  # 50 Hz: the rate window is always in use
+            for n in range(1, 100_000):
+                clock.value = str(n)
+                clock.update()
+                ticks.append(n)
+                await asyncio.sleep(0.02)
+
+        async def work(e: ft.Event) -> None:
+            status.value = "working"
+            status.update()
+            await gate.wait()
+            status.value = "done"
+            status.update()  # within the window: sent when the handler ends
+
+        page.add(clock, status, ft.Button("go", key="go", on_click=work))
+        page.run_task(tick)
+
+    return main
+
+
+async def test_a_client_events_response_is_not_held_for_the_rate_window():
+    # main's page.add() is the first flush and opens a 2-minute window; without
+    # the event path, the click's patches would wait for it: these waits time out.
+    gate, ticks = asyncio.Event(), []
+    async with (
+        FletServer(clicks_beside_a_ticker_app(gate, ticks)) as server,
+        FletClient(server.ws_url) as user,
+    ):
+        await user.click("go")
+        await user.wait_for(lambda: user.value("status") == "working", timeout=20)
+        await wait_until(lambda: len(ticks) >= 25)
+        await server.call(_set(gate))
+        await user.wait_for(lambda: user.value("status") == "done", timeout=20)
+        frames = len(user.patch_frames())
+        clock = int(user.value("clock"))
+    # 25+ ticks, yet the ticker stays capped: main's add, then one frame per
+    # dirty control in each of the event's two flushes, which carry its values.
+    assert frames <= 5, frames
+    assert clock >= 25
+
+
+async def _set(event: asyncio.Event) -> None:
+    event.set()
