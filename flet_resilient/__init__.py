@@ -6,6 +6,7 @@ mitigation is then one decorator away.
 
 from flet_resilient.adapter import UnsupportedFletVersion
 from flet_resilient.coalesce import coalesce_page, coalesce_updates
+from flet_resilient.drain import DrainReport, drain
 from flet_resilient.errors import (
     JobCancelled,
     JobDropped,
@@ -25,6 +26,7 @@ from flet_resilient.watchdog import watch_loop
 
 __all__ = [
     "DiskStore",
+    "DrainReport",
     "JobCancelled",
     "JobDropped",
     "MemoryStore",
@@ -43,6 +45,7 @@ __all__ = [
     "configure_offload",
     "connected",
     "debounce",
+    "drain",
     "evict_idle",
     "is_connected",
     "offload",

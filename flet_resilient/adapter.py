@@ -22,10 +22,12 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import hashlib
 import logging
+import secrets
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 from typing import Any, Literal, Protocol
 
@@ -41,6 +43,7 @@ from flet.messaging.protocol import (
 )
 from flet.messaging.session import Session
 from flet_web.fastapi.flet_app import FletApp, app_manager
+from flet_web.fastapi.flet_app_manager import FletAppManager
 
 from flet_resilient.background import spawn
 from flet_resilient.metrics import count, register_section
@@ -55,7 +58,9 @@ __all__ = [
     "PatchSink",
     "SendQueue",
     "UnsupportedFletVersion",
+    "came_from_elsewhere",
     "close_session",
+    "close_sockets",
     "control_count",
     "control_page",
     "current_handler",
@@ -71,10 +76,12 @@ __all__ = [
     "is_one_shot",
     "message_size",
     "on_session",
+    "on_shutdown",
     "patch_now",
     "release",
     "resend",
     "send_queue",
+    "session_tag",
     "sessions",
     "set_outbox",
     "set_patch_sink",
@@ -305,6 +312,14 @@ def _policy(app: FletApp) -> ReconnectPolicy | None:
 
 
 _session_mains: weakref.WeakKeyDictionary[Session, Any] = weakref.WeakKeyDictionary()
+_from_elsewhere: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Sockets, then sessions, that presented a session id this process lacks."""
+
+
+def came_from_elsewhere(session: Session) -> bool:
+    """Whether the session began as a reconnect of a session this process
+    never had (e.g. one held by another worker, or by a restarted one)."""
+    return session in _from_elsewhere
 
 
 async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
@@ -318,6 +333,8 @@ async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
     key = app._FletApp__get_unique_session_id(body["session_id"])  # type: ignore[attr-defined]
     candidate = await app_manager.get_session(key)
     if candidate is None:
+        count("reconnect.unknown_sessions")  # another worker's, or expired
+        _from_elsewhere.add(app)
         return
     main = app._FletApp__main  # type: ignore[attr-defined]
     if _session_mains.get(candidate, main) is not main:
@@ -360,6 +377,16 @@ def _install() -> None:
     original_send_message = FletApp.send_message
     original_page = BaseControl.page.fget  # type: ignore[attr-defined]
     original_update = BaseControl.update
+    original_shutdown = FletAppManager.shutdown
+
+    @functools.wraps(original_shutdown)
+    async def shutdown(self: FletAppManager) -> None:
+        for hook in list(_shutdown_hooks):
+            try:
+                await hook()
+            except Exception:
+                logger.exception("shutdown hook %r failed", hook)
+        await original_shutdown(self)
 
     @functools.wraps(original_handle)
     async def handle(self: FletApp, websocket: Any) -> None:
@@ -455,6 +482,9 @@ def _install() -> None:
             _run_hooks("activity", session)
         if registering and session is not None:
             _session_mains.setdefault(session, self._FletApp__main)  # type: ignore[attr-defined]
+            if self in _from_elsewhere:
+                _from_elsewhere.discard(self)
+                _from_elsewhere.add(session)
 
     @functools.wraps(original_unique_id)
     def unique_session_id(self: FletApp, session_id: str) -> str:
@@ -528,6 +558,17 @@ def _install() -> None:
     Session.dispatch_event = dispatch_event  # type: ignore[method-assign]
     FletApp._FletApp__on_message = on_message  # type: ignore[attr-defined]
     FletApp._FletApp__get_unique_session_id = unique_session_id  # type: ignore[attr-defined]
+    FletAppManager.shutdown = shutdown  # type: ignore[method-assign]
+
+
+_shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+
+
+def on_shutdown(hook: Callable[[], Awaitable[None]]) -> None:
+    """Await `hook()` when the server shuts down (ASGI lifespan shutdown, as on
+    SIGTERM under uvicorn or gunicorn), before Flet's own cleanup."""
+    if hook not in _shutdown_hooks:
+        _shutdown_hooks.append(hook)
 
 
 if not disabled():  # FLET_RESILIENT_DISABLE=1: leave Flet exactly as shipped
@@ -549,6 +590,25 @@ def is_flet_event(value: object) -> bool:
 def sessions() -> dict[str, Session]:
     """All sessions Flet currently keeps, keyed by Flet's unique session key."""
     return dict(app_manager._FletAppManager__sessions)  # type: ignore[attr-defined]
+
+
+_TAG_KEY = secrets.token_bytes(16)
+
+
+def session_tag(session: Session) -> str:
+    """An opaque name for a session in logs and stats (its id is a secret:
+    with `buffer_reconnects` it lets a client take the session over)."""
+    digest = hashlib.blake2s(str(session.id).encode(), key=_TAG_KEY, digest_size=6)
+    return digest.hexdigest()
+
+
+async def close_sockets(code: int = 1012, reason: str = "server restarting") -> int:
+    """Close every live client socket (1012: the client reconnects); how many."""
+    websockets = [app._FletApp__websocket for app in list(_live_apps)]  # type: ignore[attr-defined]
+    for websocket in websockets:
+        with contextlib.suppress(Exception):
+            await websocket.close(code=code, reason=reason)
+    return len(websockets)
 
 
 def is_connected(session: Session) -> bool:

@@ -12,32 +12,27 @@ same call returns the restored state, so `main` can rebuild the UI from it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import logging
 import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 from cachetools import TLRUCache
 from flet.controls.page import Page
 from flet.messaging.session import Session
 
-from flet_resilient import adapter, memory
+from flet_resilient import adapter, memory, persist, recycle
 from flet_resilient.background import spawn
+from flet_resilient.codec import decode_state, encode_state
+from flet_resilient.durable import DurableStore, StoreUnavailable, store_latency
 from flet_resilient.identity import Identity
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import Histogram, count, register_section
-from flet_resilient.stores import (
-    ResilientStore,
-    StateStore,
-    default_store,
-    store_latency,
-)
+from flet_resilient.secret import app_secret
+from flet_resilient.stores import StateStore, default_store
 from flet_resilient.switch import disabled
 
 __all__ = ["app_state", "evict_idle", "save_state"]
@@ -58,14 +53,6 @@ CONTROL_BYTES = 1600
 def estimated_bytes(session: Session) -> int:
     """A cheap estimate of the memory a session holds."""
     return SESSION_BASE_BYTES + CONTROL_BYTES * adapter.control_count(session)
-
-
-@dataclass
-class _Bound:
-    """A session's app state and the user token it is saved under."""
-
-    token: str
-    state: Any
 
 
 class _SessionCache(TLRUCache):  # type: ignore[type-arg]
@@ -104,9 +91,7 @@ class _Tracker:
         memory_budget: int | None,
         sweep_interval: float,
         state: Callable[[], Any] | None,
-        store: StateStore,
-        identity: Identity,
-        state_ttl: float,
+        policy: persist.SavePolicy,
         on_evict: Callable[[Page], Any] | None,
         release_memory: bool,
     ) -> None:
@@ -115,9 +100,7 @@ class _Tracker:
         self.memory_budget = memory_budget
         self.sweep_interval = sweep_interval
         self.state_factory = state
-        self.store = store
-        self.identity = identity
-        self.state_ttl = state_ttl
+        self.policy = policy
         self.on_evict = on_evict
         self.release_memory = release_memory
         self.cache = _SessionCache(self, max_sessions or sys.maxsize)
@@ -155,18 +138,19 @@ class _Tracker:
             return  # active again since it was picked, or already going
         self._evicting.add(session)
         count(f"evict.{reason}")
-        logger.info("evicting session %s (%s)", session.id, reason)
+        tag = adapter.session_tag(session)
+        logger.info("evicting session %s (%s)", tag, reason)
         try:
-            await save_state(session.page)
+            await persist.save(session)
         except TypeError:
-            logger.exception("state of session %s not saved", session.id)
+            logger.exception("state of session %s not saved", tag)
         if self.on_evict is not None:
             try:
                 result = self.on_evict(session.page)
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                logger.exception("on_evict hook failed for session %s", session.id)
+                logger.exception("on_evict hook failed for session %s", tag)
         page = session.page
         await adapter.end_session(session)
         adapter.dismantle(page)  # freed now by refcounting, not at the next gc
@@ -175,7 +159,6 @@ class _Tracker:
 
 
 _trackers: weakref.WeakKeyDictionary[Session, _Tracker] = weakref.WeakKeyDictionary()
-_states: weakref.WeakKeyDictionary[Session, _Bound] = weakref.WeakKeyDictionary()
 
 
 def _touch(session: Session) -> None:
@@ -195,76 +178,61 @@ for _event in ("activity", "attached", "disconnected"):
 adapter.on_session("closed", _forget)
 
 
-def encode_state(state: Any) -> bytes:
-    """msgpack bytes of a dataclass or dict state; TypeError names a bad field."""
-    fields = dataclasses.asdict(state) if dataclasses.is_dataclass(state) else state
-    if not isinstance(fields, dict):
-        raise TypeError(
-            f"app state must be a dataclass or a dict, got {type(state).__name__}"
-        )
-    for name, value in fields.items():
-        try:
-            msgpack.packb(value)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(
-                f"app state field {name!r} ({type(value).__name__}) cannot be "
-                "stored: msgpack encodes None, bool, int, float, str, bytes and "
-                "lists/dicts of these"
-            ) from exc
-    return msgpack.packb(fields)
-
-
-def _decode_state(factory: Callable[[], Any], data: bytes) -> Any:
-    fields = msgpack.unpackb(data)
-    if dataclasses.is_dataclass(factory):
-        known = {f.name for f in dataclasses.fields(factory)}
-        return factory(**{k: v for k, v in fields.items() if k in known})
-    state = factory()
-    state.update(fields)
-    return state
-
-
 async def app_state(page: Page) -> Any:
-    """This user's app state: restored if they were evicted, else fresh.
+    """This user's app state: their newest saved one if any, else fresh.
 
     Needs `@evict_idle(state=...)` on main. The first call per session reads
-    the user's signed key from the client (so `main` must be async).
+    the user's signed key from the client (so `main` must be async). Changes
+    are saved behind (see `persist`); no save call is needed.
     """
-    bound = _states.get(page.session)
-    if bound is not None:
-        return bound.state
-    tracker = _trackers.get(page.session)
+    session = page.session
+    held = persist.bound(session)
+    if held is not None:
+        return held.state
+    tracker = _trackers.get(session)
     if tracker is None or tracker.state_factory is None:
         raise RuntimeError("app_state(page) needs @evict_idle(state=...) on main")
     started = time.perf_counter()
-    token = await tracker.identity.of(page)
-    data = await tracker.store.get(tracker.identity.store_key(token))
-    state = tracker.state_factory()
-    if data is not None:
+    policy = tracker.policy
+    token = await policy.identity.of(page)
+    state, version, provisional = tracker.state_factory(), 0, False
+    try:
+        record = await policy.store.read(policy.identity.store_key(token))
+    except StoreUnavailable as outage:  # this process's unsent save, if any
+        record = outage.kept
+        provisional = record is None or record[0] < persist.PROVISIONAL_BELOW
+        count("state.provisional")
+    if record is not None:
         try:
-            state = _decode_state(tracker.state_factory, data)
-            count("evict.rehydrated")
+            state, version = decode_state(tracker.state_factory, record[1]), record[0]
+            _count_restore(session)
             rehydrate_latency.record((time.perf_counter() - started) * 1000)
         except Exception:
             logger.exception("stored state of a returning user could not be read")
-    _states[page.session] = _Bound(token, state)
+    saved = encode_state(state)
+    persist.bind(
+        session, persist.Bound(token, state, saved, version, provisional, policy)
+    )
     return state
 
 
-async def save_state(page: Page) -> None:
-    """Store this session's app state now (eviction does it too).
+def _count_restore(session: Session) -> None:
+    count("evict.rehydrated")
+    if adapter.came_from_elsewhere(session):
+        count("state.restored_elsewhere")  # its old session is on another worker
 
-    Raises TypeError naming the field msgpack cannot encode.
+
+async def save_state(page: Page) -> None:
+    """Store this session's app state now, as its newest version.
+
+    Write-behind does this after client events; call it after a change made
+    outside one (e.g. a background task). Raises TypeError naming the field
+    msgpack cannot encode.
     """
-    bound = _states.get(page.session)
-    tracker = _trackers.get(page.session)
-    if bound is None or tracker is None:
-        return
-    data = encode_state(bound.state)
-    await tracker.store.put(
-        tracker.identity.store_key(bound.token), data, tracker.state_ttl
-    )
-    count("evict.saved")
+    held = persist.bound(page.session)
+    if held is not None:
+        held.version = persist.now_version()
+        await persist.save(page.session)
 
 
 def evict_idle(
@@ -280,8 +248,13 @@ def evict_idle(
     sweep_interval: float = 1.0,
     state_ttl: float = 7 * 24 * 3600,
     release_memory: bool = True,
+    save_delay: float | None = 1.0,
+    store_timeout: float = 0.5,
+    recycle_after: int | None = None,
+    recycle_rss: int | None = None,
 ) -> Callable[[Main], Main]:
-    """Decorate `main(page)` so idle and disconnected sessions free their memory.
+    """Decorate `main(page)` so idle and disconnected sessions free their memory
+    and app state outlives its session and its worker.
 
     Args:
         idle_ttl: seconds without client events before a connected session goes.
@@ -290,39 +263,45 @@ def evict_idle(
         memory_budget: bytes of estimated session memory kept (see
             `estimated_bytes`); the least recently active go first.
         state: a dataclass (or dict factory) for `await app_state(page)`.
-        store: where evicted state waits (default: a disk store; `RedisStore`
-            to share it between workers). Failures fall back to memory.
+        store: where app state is kept (default: a disk store for this
+            machine; `RedisStore` to share it between machines' workers).
         secret_key: signs users' client keys (default: $FLET_SECRET_KEY, else
-            random per process; set one when several processes share a store).
+            a machine secret kept in the state directory; a shared store
+            requires one of the first two).
         on_evict: called with the page just before its session is evicted.
         sweep_interval: seconds between expiry checks.
         state_ttl: seconds stored state is kept for a user who does not return.
         release_memory: after evictions, return freed memory to the OS (glibc
             `malloc_trim(0)` in a worker thread, once evictions pause; see
             docs/evict.md for `PYTHONMALLOC=malloc`, which lets it return more).
+        save_delay: changed state is written behind at most once per this many
+            seconds after client events, and at once on disconnect (None: only
+            on eviction, drain and `save_state`).
+        store_timeout: seconds any store call may take before it counts as
+            failed (its write is then kept and retried).
+        recycle_after: drain and exit this worker after serving this many
+            sessions (its process manager starts a fresh one).
+        recycle_rss: likewise once the process's resident memory exceeds this
+            many bytes.
     """
     if callable(idle_ttl):
         raise TypeError("use @evict_idle() or @evict_idle(idle_ttl=...)")
-    for name, value in (
-        ("idle_ttl", idle_ttl),
-        ("disconnected_ttl", disconnected_ttl),
-        ("sweep_interval", sweep_interval),
-        ("state_ttl", state_ttl),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
-    for name, limit in (
-        ("max_sessions", max_sessions),
-        ("memory_budget", memory_budget),
-    ):
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"{name} must be a positive int or None, got {limit!r}")
-    if state is not None and not callable(state):
-        raise TypeError(f"state must be a dataclass or a factory, got {state!r}")
-    if not isinstance(release_memory, bool):
-        raise TypeError(f"release_memory must be True or False, got {release_memory!r}")
-    if on_evict is not None and not callable(on_evict):
-        raise TypeError(f"on_evict must be callable, got {on_evict!r}")
+    _validate(
+        idle_ttl=idle_ttl,
+        disconnected_ttl=disconnected_ttl,
+        sweep_interval=sweep_interval,
+        state_ttl=state_ttl,
+        store_timeout=store_timeout,
+        save_delay=save_delay,
+        max_sessions=max_sessions,
+        memory_budget=memory_budget,
+        recycle_after=recycle_after,
+        recycle_rss=recycle_rss,
+    )
+    _validate_callables(state, on_evict, release_memory)
+    durable = DurableStore(store or default_store(), store_timeout)
+    identity = Identity(app_secret(secret_key, durable.shared))
+    policy = persist.SavePolicy(durable, identity, state_ttl, save_delay)
     tracker = _Tracker(
         idle_ttl,
         disconnected_ttl,
@@ -330,22 +309,54 @@ def evict_idle(
         memory_budget,
         sweep_interval,
         state,
-        ResilientStore(store or default_store()),
-        Identity(secret_key),
-        state_ttl,
+        policy,
         on_evict,
         release_memory,
     )
+    recycler = recycle.Recycler.configure(recycle_after, recycle_rss)
 
     def install(page: Page) -> None:
         _trackers[page.session] = tracker  # app_state works even when disabled
         if not disabled():
             tracker.touch(page.session)
+            recycler.session_started()
 
     def decorate(main: Main) -> Main:
         return wrap_main(main, install, "evict_idle")
 
     return decorate
+
+
+def _validate(**options: Any) -> None:
+    """Seconds must be > 0 (`save_delay` may be None); limits positive ints."""
+    for name in (
+        "idle_ttl",
+        "disconnected_ttl",
+        "sweep_interval",
+        "state_ttl",
+        "store_timeout",
+        "save_delay",
+    ):
+        value = options[name]
+        if name == "save_delay" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    for name in ("max_sessions", "memory_budget", "recycle_after", "recycle_rss"):
+        limit = options[name]
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise ValueError(f"{name} must be a positive int or None, got {limit!r}")
+
+
+def _validate_callables(state: Any, on_evict: Any, release_memory: Any) -> None:
+    if state is not None and not callable(state):
+        raise TypeError(f"state must be a dataclass or a factory, got {state!r}")
+    if not isinstance(release_memory, bool):
+        raise TypeError(f"release_memory must be True or False, got {release_memory!r}")
+    if on_evict is not None and not callable(on_evict):
+        raise TypeError(f"on_evict must be callable, got {on_evict!r}")
 
 
 def _section() -> dict[str, Any]:

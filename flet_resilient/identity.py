@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 
 import flet as ft
+
+from flet_resilient.secret import app_secret
 
 __all__ = ["Identity"]
 
@@ -23,8 +24,7 @@ class Identity:
     """Mints, verifies and looks up per-user keys for one app secret."""
 
     def __init__(self, secret: str | bytes | None = None) -> None:
-        secret = secret or os.environ.get("FLET_SECRET_KEY") or secrets.token_bytes(32)
-        self._secret = secret.encode() if isinstance(secret, str) else secret
+        self._secret = app_secret(secret, shared_store=False)
 
     def _mac(self, purpose: str, token: str) -> str:
         message = f"{purpose}:{token}".encode()

@@ -1,18 +1,22 @@
-"""Where evicted sessions' app state waits for its user: memory, disk or Redis.
+"""Where app state waits for its user between sessions: memory, disk or Redis.
 
-Every store is async and stores opaque bytes under a key with a time to live.
-`ResilientStore` wraps a primary store and degrades to memory, with a logged
-warning, when the primary fails: a broken store never crashes the app.
+Every store is async and keeps opaque bytes under a key with a time to live.
+Writes are versioned: `write(key, value, version, ttl)` stores only if the
+key holds nothing or an older version, atomically (a lock on disk, a Lua
+script on Redis), so a save from an older session never overwrites a newer
+one, whatever the order in which several workers' writes arrive.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
-import logging
 import os
+import re
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,58 +24,81 @@ import anyio
 import msgpack
 from cachetools import TLRUCache
 
-from flet_resilient.metrics import Histogram, count
-
 __all__ = [
     "DiskStore",
     "MemoryStore",
+    "Record",
     "RedisStore",
-    "ResilientStore",
     "StateStore",
+    "default_state_dir",
     "default_store",
 ]
 
-logger = logging.getLogger("flet_resilient.stores")
-
-store_latency = Histogram()
-"""Latency (ms) of every state-store operation, reported in `stats()`."""
+Record = tuple[int, bytes]
+"""(version, value) as kept by a store."""
 
 
 class StateStore(Protocol):
-    """Async bytes store with per-key time to live."""
+    """Async versioned bytes store with per-key time to live.
 
-    async def get(self, key: str) -> bytes | None: ...
+    `shared` is True for a store that several machines' processes reach
+    (users' keys then need one secret everywhere).
+    """
 
-    async def put(self, key: str, value: bytes, ttl: float) -> None: ...
+    shared: bool
+
+    async def read(self, key: str) -> Record | None: ...
+
+    async def write(self, key: str, value: bytes, version: int, ttl: float) -> bool:
+        """Store `value` if the key holds no newer or equal version; say if so."""
+        ...
 
     async def delete(self, key: str) -> None: ...
+
+
+def _newer(version: int, held: Record | None) -> bool:
+    return held is None or version > held[0]
 
 
 class MemoryStore:
     """In-process store, bounded by entry count (least recently used go first)."""
 
+    shared = False
+
     def __init__(self, maxsize: int = 10_000) -> None:
-        self._cache: TLRUCache[str, tuple[bytes, float]] = TLRUCache(
+        self._cache: TLRUCache[str, tuple[Record, float]] = TLRUCache(
             maxsize, ttu=lambda key, value, now: now + value[1]
         )
 
-    async def get(self, key: str) -> bytes | None:
+    async def read(self, key: str) -> Record | None:
         entry = self._cache.get(key)
         return entry[0] if entry is not None else None
 
-    async def put(self, key: str, value: bytes, ttl: float) -> None:
-        self._cache[key] = (value, ttl)
+    async def write(self, key: str, value: bytes, version: int, ttl: float) -> bool:
+        if not _newer(version, await self.read(key)):
+            return False
+        self._cache[key] = ((version, value), ttl)
+        return True
 
     async def delete(self, key: str) -> None:
         self._cache.pop(key, None)
 
 
-class DiskStore:
-    """One file per key under `path`; writes are atomic, I/O runs in threads.
+_RECORD_NAME = re.compile(r"[0-9a-f]{64}")
+STALE_TMP_S = 60.0
+"""A `.tmp` file older than this is a write that never finished (e.g. ENOSPC)."""
 
-    Expired files are removed when read, and by a scan of the directory at
-    most every `purge_interval` seconds (run along with a write).
+
+class DiskStore:
+    """One file per key under `path`, for one machine's processes.
+
+    Writes hold an advisory lock on the directory (so workers on one machine
+    compare versions atomically) and land by atomic rename; I/O runs in
+    threads. Expired records and abandoned `.tmp` files are removed by a scan
+    at most every `purge_interval` seconds (run along with a write).
     """
+
+    shared = False
 
     def __init__(
         self, path: str | os.PathLike[str], purge_interval: float = 600
@@ -83,50 +110,68 @@ class DiskStore:
     def _file(self, key: str) -> Path:
         return self.path / hashlib.sha256(key.encode()).hexdigest()
 
-    async def get(self, key: str) -> bytes | None:
+    async def read(self, key: str) -> Record | None:
         return await anyio.to_thread.run_sync(self._read, self._file(key))
 
-    async def put(self, key: str, value: bytes, ttl: float) -> None:
-        record = msgpack.packb([time.time() + ttl, value])
-        await anyio.to_thread.run_sync(self._write, self._file(key), record)
+    async def write(self, key: str, value: bytes, version: int, ttl: float) -> bool:
+        record = msgpack.packb([time.time() + ttl, version, value])
+        written = await anyio.to_thread.run_sync(
+            self._write_if_newer, self._file(key), version, record
+        )
         if time.monotonic() - self._purged_at > self.purge_interval:
             self._purged_at = time.monotonic()
             await anyio.to_thread.run_sync(self.purge)
+        return written
 
     async def delete(self, key: str) -> None:
         await anyio.to_thread.run_sync(self._remove, self._file(key))
 
     def purge(self) -> int:
-        """Remove every expired (or unreadable) file; return how many."""
+        """Remove expired or unreadable records and stale `.tmp` files."""
         removed = 0
         for file in self.path.glob("*"):
             if file.suffix == ".tmp":
-                continue
-            try:
-                expires, _ = msgpack.unpackb(file.read_bytes())
-            except (OSError, ValueError, msgpack.UnpackException):
-                expires = 0
-            if expires < time.time():
+                stale = _age(file) > STALE_TMP_S
+            elif _RECORD_NAME.fullmatch(file.name):
+                stale = self._read(file) is None
+            else:
+                continue  # not ours (the lock, a secret)
+            if stale:
                 self._remove(file)
                 removed += 1
         return removed
 
     @staticmethod
-    def _read(file: Path) -> bytes | None:
+    def _read(file: Path) -> Record | None:
         try:
-            expires, value = msgpack.unpackb(file.read_bytes())
+            expires, version, value = msgpack.unpackb(file.read_bytes())
         except FileNotFoundError:
             return None
+        except (OSError, ValueError, msgpack.UnpackException):
+            expires = 0  # unreadable (e.g. an older format): gone
         if expires < time.time():
             DiskStore._remove(file)
             return None
-        return bytes(value)
+        return int(version), bytes(value)
 
-    def _write(self, file: Path, record: bytes) -> None:
+    def _write_if_newer(self, file: Path, version: int, record: bytes) -> bool:
+        with self._locked():
+            if not _newer(version, self._read(file)):
+                return False
+            temporary = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+            try:
+                temporary.write_bytes(record)
+                os.replace(temporary, file)
+            finally:
+                self._remove(temporary)
+            return True
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
         self.path.mkdir(parents=True, exist_ok=True)
-        temporary = file.with_suffix(".tmp")
-        temporary.write_bytes(record)
-        os.replace(temporary, file)
+        with open(self.path / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     @staticmethod
     def _remove(file: Path) -> None:
@@ -134,10 +179,35 @@ class DiskStore:
             file.unlink()
 
 
-class RedisStore:
-    """Redis-backed store, shared by several uvicorn workers (extra `redis`)."""
+def _age(file: Path) -> float:
+    try:
+        return time.time() - file.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
-    def __init__(self, url: str, prefix: str = "flet-resilient:") -> None:
+
+_WRITE_IF_NEWER = """
+local held = redis.call('HGET', KEYS[1], 'v')
+if held and tonumber(held) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class RedisStore:
+    """Redis-backed store, shared by every worker (extra `redis`).
+
+    A record is a hash {v: version, d: value}; a Lua script compares and
+    sets it atomically. `timeout` bounds each socket operation, so a hung
+    Redis costs a call that long, not the client library's default.
+    """
+
+    shared = True
+
+    def __init__(
+        self, url: str, prefix: str = "flet-resilient:", timeout: float = 0.5
+    ) -> None:
         try:
             import redis.asyncio as redis
         except ImportError as exc:
@@ -145,60 +215,33 @@ class RedisStore:
                 "RedisStore needs the 'redis' extra: "
                 "pip install 'flet-resilient[redis]'"
             ) from exc
-        self._client: Any = redis.from_url(url)
+        self._client: Any = redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self._write_script = self._client.register_script(_WRITE_IF_NEWER)
         self.prefix = prefix
 
-    async def get(self, key: str) -> bytes | None:
-        value = await self._client.get(self.prefix + key)
-        return bytes(value) if value is not None else None
+    async def read(self, key: str) -> Record | None:
+        version, value = await self._client.hmget(self.prefix + key, "v", "d")
+        return None if value is None else (int(version), bytes(value))
 
-    async def put(self, key: str, value: bytes, ttl: float) -> None:
-        await self._client.set(self.prefix + key, value, px=max(1, int(ttl * 1000)))
+    async def write(self, key: str, value: bytes, version: int, ttl: float) -> bool:
+        ttl_ms = max(1, int(ttl * 1000))
+        args = [version, value, ttl_ms]
+        return bool(await self._write_script(keys=[self.prefix + key], args=args))
 
     async def delete(self, key: str) -> None:
         await self._client.delete(self.prefix + key)
 
 
-class ResilientStore:
-    """A primary store that falls back to memory (logged) when it fails."""
-
-    def __init__(self, primary: StateStore, fallback: StateStore | None = None) -> None:
-        self.primary = primary
-        self.fallback = fallback or MemoryStore()
-
-    async def get(self, key: str) -> bytes | None:
-        value = await self._call("get", key)
-        if value is None and self.primary is not self.fallback:
-            value = await self.fallback.get(key)  # saved there during an outage
-        return value
-
-    async def put(self, key: str, value: bytes, ttl: float) -> None:
-        await self._call("put", key, value, ttl)
-
-    async def delete(self, key: str) -> None:
-        await self._call("delete", key)
-        await self.fallback.delete(key)
-
-    async def _call(self, operation: str, *args: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return await getattr(self.primary, operation)(*args)
-        except Exception as exc:
-            count("evict.store_errors")
-            logger.warning(
-                "state store %s.%s failed (%r); using memory instead",
-                type(self.primary).__name__,
-                operation,
-                exc,
-            )
-            return await getattr(self.fallback, operation)(*args)
-        finally:
-            store_latency.record((time.perf_counter() - started) * 1000)
+def default_state_dir() -> Path:
+    """$FLET_RESILIENT_STATE_DIR, else `flet-resilient-state` in the temp dir."""
+    return Path(
+        os.environ.get("FLET_RESILIENT_STATE_DIR")
+        or os.path.join(tempfile.gettempdir(), "flet-resilient-state")
+    )
 
 
 def default_store() -> StateStore:
-    """A disk store under $FLET_RESILIENT_STATE_DIR (default: the temp dir)."""
-    path = os.environ.get("FLET_RESILIENT_STATE_DIR") or os.path.join(
-        tempfile.gettempdir(), "flet-resilient-state"
-    )
-    return DiskStore(path)
+    """A disk store in `default_state_dir()`."""
+    return DiskStore(default_state_dir())

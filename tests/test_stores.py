@@ -1,11 +1,14 @@
-"""The state stores: round trip, expiry, deletion, and the memory fallback."""
+"""The state stores: versioned round trip, expiry, deletion, and outages."""
 
 import asyncio
+import os
+import time
 
 import pytest
 
 from flet_resilient import DiskStore, MemoryStore
-from flet_resilient.stores import ResilientStore, default_store
+from flet_resilient.durable import DurableStore, StoreUnavailable
+from flet_resilient.stores import STALE_TMP_S, default_store
 
 
 @pytest.fixture(params=["memory", "disk"])
@@ -14,19 +17,28 @@ def store(request, tmp_path):
 
 
 async def test_round_trip_expiry_and_delete(store):
-    await store.put("a", b"\x00state", ttl=60)
-    await store.put("b", b"short", ttl=0.2)
-    assert await store.get("a") == b"\x00state"
-    assert await store.get("missing") is None
+    assert await store.write("a", b"\x00state", version=1, ttl=60)
+    await store.write("b", b"short", version=1, ttl=0.2)
+    assert await store.read("a") == (1, b"\x00state")
+    assert await store.read("missing") is None
     await asyncio.sleep(0.3)
-    assert await store.get("b") is None  # expired
+    assert await store.read("b") is None  # expired
     await store.delete("a")
-    assert await store.get("a") is None
+    assert await store.read("a") is None
+
+
+async def test_an_older_or_equal_version_never_overwrites(store):
+    assert await store.write("k", b"newer", version=20, ttl=60)
+    assert not await store.write("k", b"older", version=10, ttl=60)
+    assert not await store.write("k", b"same", version=20, ttl=60)
+    assert await store.read("k") == (20, b"newer")
+    assert await store.write("k", b"newest", version=30, ttl=60)
+    assert await store.read("k") == (30, b"newest")
 
 
 async def test_disk_store_survives_a_new_store_object(tmp_path):
-    await DiskStore(tmp_path).put("k", b"v", ttl=60)
-    assert await DiskStore(tmp_path).get("k") == b"v"  # e.g. after a restart
+    await DiskStore(tmp_path).write("k", b"v", version=1, ttl=60)
+    assert await DiskStore(tmp_path).read("k") == (1, b"v")  # after a restart
     assert not list(tmp_path.glob("*.tmp"))  # writes are atomic renames
 
 
@@ -34,18 +46,78 @@ def test_memory_store_is_bounded():
     async def fill():
         small = MemoryStore(maxsize=3)
         for n in range(10):
-            await small.put(str(n), b"x", ttl=60)
-        return [await small.get(str(n)) for n in range(10)]
+            await small.write(str(n), b"x", version=1, ttl=60)
+        return [await small.read(str(n)) for n in range(10)]
 
-    assert asyncio.run(fill()).count(b"x") == 3
+    assert [r for r in asyncio.run(fill()) if r is not None] == [(1, b"x")] * 3
 
 
-async def test_resilient_store_falls_back_and_finds_what_it_saved_there(tmp_path):
-    broken = tmp_path / "not-a-directory"
-    broken.write_text("a file where the store wants a directory")
-    store = ResilientStore(DiskStore(broken))
-    await store.put("k", b"v", ttl=60)  # the disk store fails: kept in memory
-    assert await store.get("k") == b"v"
+class Broken:
+    """A store that fails (down) or hangs (SIGSTOPped) until fixed."""
+
+    shared = False
+
+    def __init__(self, hang: bool = False) -> None:
+        self.inner = MemoryStore()
+        self.down = True
+        self.hang = hang
+
+    async def _check(self) -> None:
+        if self.down and self.hang:
+            await asyncio.sleep(3600)
+        if self.down:
+            raise ConnectionError("store down")
+
+    async def read(self, key):
+        await self._check()
+        return await self.inner.read(key)
+
+    async def write(self, key, value, version, ttl):
+        await self._check()
+        return await self.inner.write(key, value, version, ttl)
+
+    async def delete(self, key):
+        await self._check()
+        await self.inner.delete(key)
+
+
+@pytest.mark.parametrize("hang", [False, True], ids=["down", "hung"])
+async def test_failed_writes_are_kept_read_back_and_retried_newest_first(hang):
+    broken = Broken(hang)
+    await broken.inner.write("k", b"in the store", version=5, ttl=60)
+    durable = DurableStore(broken, timeout=0.2)
+    started = time.monotonic()
+    assert await durable.write("k", b"v1", version=10, ttl=60)  # kept
+    assert await durable.write("k", b"v2", version=20, ttl=60)
+    assert time.monotonic() - started < 30  # bounded by the timeout, not hung
+    assert not durable.healthy
+    with pytest.raises(StoreUnavailable) as outage:
+        await durable.read("k")
+    assert outage.value.kept == (20, b"v2")  # the newest kept write
+    with pytest.raises(StoreUnavailable) as outage:
+        await durable.read("never written")
+    assert outage.value.kept is None
+    broken.down = False
+    await _wait(lambda: not durable.kept)
+    assert durable.healthy
+    assert await broken.inner.read("k") == (20, b"v2")
+
+
+async def test_a_kept_write_never_regresses_a_newer_stored_state():
+    broken = Broken()
+    durable = DurableStore(broken, timeout=0.2)
+    await durable.write("k", b"old, kept during the outage", version=10, ttl=60)
+    await broken.inner.write("k", b"newer, from another worker", version=30, ttl=60)
+    broken.down = False
+    await _wait(lambda: not durable.kept)
+    assert await durable.read("k") == (30, b"newer, from another worker")
+
+
+async def _wait(predicate, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
 
 
 def test_default_store_honours_the_environment(monkeypatch, tmp_path):
@@ -54,11 +126,17 @@ def test_default_store_honours_the_environment(monkeypatch, tmp_path):
     assert isinstance(store, DiskStore) and store.path == tmp_path
 
 
-async def test_disk_store_purges_expired_files(tmp_path):
+async def test_disk_store_purges_expired_records_and_abandoned_temp_files(tmp_path):
     store = DiskStore(tmp_path, purge_interval=0)
     for n in range(5):
-        await store.put(f"old {n}", b"x", ttl=0.05)
+        await store.write(f"old {n}", b"x", version=1, ttl=0.05)
+    abandoned = tmp_path / "0123.77.tmp"  # e.g. a write that hit ENOSPC
+    abandoned.write_bytes(b"")
+    old = time.time() - STALE_TMP_S - 1
+    os.utime(abandoned, (old, old))
+    (tmp_path / ".secret").write_bytes(b"not a record")
     await asyncio.sleep(0.1)
-    await store.put("fresh", b"y", ttl=60)  # a write triggers the purge
-    assert len(list(tmp_path.iterdir())) == 1
-    assert await store.get("fresh") == b"y"
+    await store.write("fresh", b"y", version=1, ttl=60)  # a write triggers the purge
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {".lock", ".secret", store._file("fresh").name}
+    assert await store.read("fresh") == (1, b"y")
