@@ -12,7 +12,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ __all__ = [
     "FletClient",
     "FletServer",
     "Frame",
+    "LoopbackEndpoint",
     "loopback_socket",
     "wait_until",
 ]
@@ -74,7 +75,22 @@ def decode(frame: bytes) -> tuple[int, Any]:
     return action, body
 
 
-class FletServer:
+class LoopbackEndpoint:
+    """Something serving a Flet app on 127.0.0.1:`port`: its page and socket URLs."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """The Flet WebSocket endpoint (`FletClient`'s URL)."""
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+class FletServer(LoopbackEndpoint):
     """A Flet app served by uvicorn on 127.0.0.1:<free port> in a thread.
 
     Use as a context manager (sync or async); extra keyword arguments go to
@@ -92,14 +108,6 @@ class FletServer:
         )
         self.loop: asyncio.AbstractEventLoop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> FletServer:
         self._thread.start()
@@ -177,6 +185,7 @@ class FletClient:
         on_invoke: Callable[[str, Any], Any] | None = None,
         recv_buffer: int | None = None,
         source_ip: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.ws_url = ws_url
         self.session_id = session_id
@@ -186,6 +195,7 @@ class FletClient:
         self.on_invoke = on_invoke or self._client_storage
         self.recv_buffer = recv_buffer
         self.source_ip = source_ip
+        self.headers = headers  # extra handshake headers, e.g. a balancer's Cookie
         self.page: dict[str, Any] = {}
         self.controls: dict[int, dict[str, Any]] = {}
         self.frames: list[Frame] = []
@@ -218,6 +228,7 @@ class FletClient:
             self.ws_url,
             sock=sock,
             user_agent_header=self.user_agent,
+            additional_headers=self.headers,
             max_size=None,
             ping_interval=None,
         )

@@ -1,0 +1,24 @@
+"""A plain Flet app that shows which server process answered (run as a worker).
+
+    python -m uvicorn cluster_app:create_app --factory --port 8000
+
+`create_resilient_app` is the same app with flet-resilient's adapter installed.
+"""
+
+import os
+
+import flet as ft
+import flet_web.fastapi as flet_fastapi
+
+
+def create_app() -> object:
+    async def main(page: ft.Page) -> None:
+        page.add(ft.Text(str(os.getpid()), key="pid"))
+
+    return flet_fastapi.app(main)
+
+
+def create_resilient_app() -> object:
+    import flet_resilient  # noqa: F401 - importing it installs the adapter
+
+    return create_app()
