@@ -73,7 +73,9 @@ class ReplayBuffer:
     that may turn out dead, tracked until answered. Bounds, overflow policy
     and expiry only ever fail callers of held messages; a sent request that
     no longer fits is simply not tracked any more (its caller keeps waiting
-    for the client's answer, as in plain Flet).
+    for the client's answer, as in plain Flet). A message larger than
+    `max_bytes` is never kept: held, its invoke caller fails at once (an
+    error report is dropped with a warning); sent, it goes out untracked.
     """
 
     def __init__(self, session: Session, options: ReconnectOptions) -> None:
@@ -97,7 +99,11 @@ class ReplayBuffer:
         offline = session.connection is None
         invoke = adapter.invoke_call(message)
         if offline or invoke is not None:
-            self._keep(message, invoke, sent=not offline)
+            size = adapter.message_size(message)
+            if size > self.options.max_bytes:
+                self._refuse(session, invoke, size, held=offline)
+            else:
+                self._keep(message, invoke, size, sent=not offline)
         return offline  # Flet would drop it while disconnected: we keep it
 
     def answered(self, call_id: str) -> None:
@@ -140,9 +146,26 @@ class ReplayBuffer:
 
     # --- bookkeeping -----------------------------------------------------------------
 
-    def _keep(self, message: Any, invoke: tuple[int, str] | None, sent: bool) -> None:
+    def _refuse(
+        self, session: Session, invoke: tuple[int, str] | None, size: int, held: bool
+    ) -> None:
+        """Never keep a message larger than the whole buffer; fail a held one now."""
+        count("reconnect.oversize")
+        if not held:
+            return  # it goes out on the live socket, untracked (as in plain Flet)
+        why = (
+            f"the client is away and this message ({size} bytes) is too large to "
+            f"keep (buffer_reconnects max_bytes {self.options.max_bytes})"
+        )
+        if invoke is not None:
+            self._fail(invoke, why)
+            return
+        logger.warning("error report for session %s dropped: %s", session.id, why)
+
+    def _keep(
+        self, message: Any, invoke: tuple[int, str] | None, size: int, sent: bool
+    ) -> None:
         seq = next(self._seq)
-        size = adapter.message_size(message)
         self._entries[seq] = _Entry(message, size, time.monotonic(), invoke, sent)
         self.bytes += size
         if invoke is not None:
@@ -166,9 +189,7 @@ class ReplayBuffer:
     def _overflow(self) -> None:
         count("reconnect.overflows")
         if self.options.overflow == "drop_oldest":
-            while len(self._entries) > self.options.max_messages or (
-                self.bytes > self.options.max_bytes and len(self._entries) > 1
-            ):
+            while self._over_bounds():  # ends: no entry alone exceeds max_bytes
                 self._drop(next(iter(self._entries)), "reconnect.dropped", "overflow")
             return
         # "reload": give the session up; the client reloads into a fresh one.
@@ -199,14 +220,15 @@ class ReplayBuffer:
     def _drop(self, seq: int, counter: str, why: str) -> None:
         entry = self._remove(seq)
         count(counter)
+        if entry.invoke is not None:
+            window = self.options.window
+            self._fail(entry.invoke, f"{why} (buffer_reconnects window {window} s)")
+
+    def _fail(self, invoke: tuple[int, str], why: str) -> None:
+        """Make the caller awaiting an `invoke_method` raise a clear RuntimeError."""
         session = self._session()
-        if entry.invoke is not None and session is not None:
-            adapter.fail_invoke(
-                session,
-                *entry.invoke,
-                f"invoke_method not delivered: {why} (buffer_reconnects window "
-                f"{self.options.window} s)",
-            )
+        if session is not None:
+            adapter.fail_invoke(session, *invoke, f"invoke_method not delivered: {why}")
 
     def _remove(self, seq: int) -> _Entry:
         entry = self._entries.pop(seq)

@@ -1,11 +1,13 @@
 """Flaky networks through a loopback fault-injection proxy, real protocol."""
 
 import asyncio
+import logging
 
 import flet as ft
 import pytest
 
 from flet_resilient import buffer_reconnects, connected, stats
+from flet_resilient.reconnect import _buffers
 from flet_resilient.testing import FaultProxy, FletClient, FletServer, wait_until
 
 
@@ -257,3 +259,64 @@ async def test_a_call_whose_caller_gave_up_is_not_replayed():
         await count_to(again, 2, start=1)
         assert ("focus", None) not in again.invocations
         await again.close()
+
+
+def oversize(options: dict) -> dict:
+    """Arguments of an invoke_method about four times the buffer's max_bytes."""
+    return {"blob": "x" * 4 * options["max_bytes"]}
+
+
+async def on_loop(fn, *args):
+    """Call a sync function on the server loop (via `FletServer.call`)."""
+    return fn(*args)
+
+
+async def test_a_message_larger_than_the_buffer_is_refused_at_once(caplog):
+    caplog.set_level(logging.WARNING, logger="flet_resilient.reconnect")
+    options = {"max_bytes": 16 * 1024}
+    app = App(True, **options)
+    refused = stats()["counters"].get("reconnect.oversize", 0)
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await FletClient(proxy.ws_url).connect()
+        await count_to(phone, 1)
+        field, page = app.fields[0], app.pages[0]
+        # On a healthy socket it goes out (untracked) and its caller gets the answer.
+        await asyncio.wait_for(
+            server.call(field._invoke_method("focus", oversize(options))), timeout=10
+        )
+        proxy.cut()
+        await wait_until(lambda: page.session.connection is None)
+        with pytest.raises(RuntimeError, match=r"\d+ bytes.*max_bytes 16384"):
+            await asyncio.wait_for(
+                server.call(field._invoke_method("blur", oversize(options))), timeout=5
+            )
+        await server.call(on_loop(page.error, "e" * 4 * options["max_bytes"]))
+        small = asyncio.ensure_future(server.call(field.focus()))
+        await wait_until(lambda: len(_buffers[page.session]) == 1)
+        assert _buffers[page.session].bytes <= options["max_bytes"]
+        again = await phone.reconnect(proxy.ws_url)
+        await asyncio.wait_for(small, timeout=10)
+        assert [name for name, _ in again.invocations] == ["focus"]  # not the blur
+        assert again.errors == []  # the oversize error report was dropped
+        await again.close()
+    assert stats()["counters"]["reconnect.oversize"] - refused == 3
+    assert any("too large" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_buffer_never_holds_more_than_max_bytes():
+    options = {"max_bytes": 16 * 1024}
+    app = App(True, **options)
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await FletClient(proxy.ws_url).connect()
+        await count_to(phone, 1)
+        page = app.pages[0]
+        proxy.cut()
+        await wait_until(lambda: page.session.connection is None)
+        buffer = _buffers[page.session]
+        totals = []
+        for share in (0.2, 0.5, 0.3, 4, 0.9, 0.1, 0.6, 2, 0.4):  # of max_bytes
+            report = "e" * int(share * options["max_bytes"])
+            await server.call(on_loop(page.error, report))
+            totals.append(buffer.bytes)
+        assert max(totals) <= options["max_bytes"]
+        await phone.close()
