@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -76,6 +77,10 @@ class ReplayBuffer:
     for the client's answer, as in plain Flet). A message larger than
     `max_bytes` is never kept: held, its invoke caller fails at once (an
     error report is dropped with a warning); sent, it goes out untracked.
+
+    Safe from any thread: a worker thread's one-shot message (`page.error()`
+    from `page.run_thread`) is handed to the loop the buffer was created on,
+    in order, and decided and sent there.
     """
 
     def __init__(self, session: Session, options: ReconnectOptions) -> None:
@@ -85,6 +90,8 @@ class ReplayBuffer:
         self._calls: dict[str, int] = {}
         self._seq = sequence()
         self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.bytes = 0
 
     def __len__(self) -> int:
@@ -96,6 +103,8 @@ class ReplayBuffer:
         session = self._session()
         if session is None or not adapter.is_one_shot(message):
             return False
+        if self._handed_to_loop(self._capture_or_send, message):
+            return True  # decided on the loop, after the thread's earlier patches
         offline = session.connection is None
         invoke = adapter.invoke_call(message)
         if offline or invoke is not None:
@@ -106,7 +115,15 @@ class ReplayBuffer:
                 self._keep(message, invoke, size, sent=not offline)
         return offline  # Flet would drop it while disconnected: we keep it
 
+    def _capture_or_send(self, message: Any) -> None:
+        """On the loop: what `capture` does, then send what it did not keep."""
+        session = self._session()
+        if session is not None and not self.capture(message):
+            adapter.resend(session, message)
+
     def answered(self, call_id: str) -> None:
+        if self._handed_to_loop(self.answered, call_id):
+            return
         seq = self._calls.get(call_id)
         if seq is not None:
             self._remove(seq)
@@ -115,6 +132,8 @@ class ReplayBuffer:
 
     def replay(self) -> None:
         """Re-send what is kept, in order, on the session's new socket."""
+        if self._handed_to_loop(self.replay):
+            return
         session = self._session()
         if session is None:
             return
@@ -134,6 +153,8 @@ class ReplayBuffer:
 
     def expire(self) -> None:
         """Forget what is older than `window`; callers of held messages fail."""
+        if self._handed_to_loop(self.expire):
+            return
         deadline = time.monotonic() - self.options.window
         for seq, entry in list(self._entries.items()):
             if entry.at >= deadline:
@@ -145,6 +166,13 @@ class ReplayBuffer:
         self._schedule_expiry()
 
     # --- bookkeeping -----------------------------------------------------------------
+
+    def _handed_to_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Off the loop thread, queue `fn(*args)` on the loop (in order): True."""
+        if threading.get_ident() == self._loop_thread:
+            return False
+        self._loop.call_soon_threadsafe(fn, *args)
+        return True
 
     def _refuse(
         self, session: Session, invoke: tuple[int, str] | None, size: int, held: bool
@@ -205,7 +233,7 @@ class ReplayBuffer:
             return
         oldest = next(iter(self._entries.values()))
         delay = max(0.0, oldest.at + self.options.window - time.monotonic())
-        self._timer = asyncio.get_running_loop().call_later(
+        self._timer = self._loop.call_later(
             delay, self._on_timer, context=contextvars.Context()
         )
 

@@ -320,3 +320,34 @@ async def test_the_buffer_never_holds_more_than_max_bytes():
             totals.append(buffer.bytes)
         assert max(totals) <= options["max_bytes"]
         await phone.close()
+
+
+async def test_one_shot_messages_from_a_worker_thread_are_replayed_in_order():
+    app = App(True)
+    reports = [f"report {n}" for n in range(8)]
+
+    def worker(page: ft.Page) -> list[BaseException]:
+        failures = []
+        for report in reports:
+            try:
+                page.error(report)
+            except BaseException as exc:
+                failures.append(exc)
+        return failures
+
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await FletClient(proxy.ws_url).connect()
+        await count_to(phone, 1)
+        proxy.cut()
+        await wait_until(lambda: app.pages[0].session.connection is None)
+        assert await asyncio.to_thread(worker, app.pages[0]) == []
+        await wait_until(lambda: len(_buffers[app.pages[0].session]) == len(reports))
+        again = await phone.reconnect(proxy.ws_url)
+        await again.wait_for(lambda: len(again.errors) == len(reports))
+        assert again.errors == reports
+        # Connected again: a worker thread's reports go straight out, in order.
+        assert await asyncio.to_thread(worker, app.pages[0]) == []
+        await again.wait_for(lambda: len(again.errors) == 2 * len(reports))
+        assert again.errors == reports + reports
+        await count_to(again, 2, start=1)
+        await again.close()
