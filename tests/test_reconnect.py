@@ -41,6 +41,15 @@ async def count_to(user: FletClient, n: int, start: int = 0) -> None:
         await user.wait_for(lambda i=i: user.value("count") == str(i))
 
 
+async def cut_off(app: App, proxy: FaultProxy, clicks: int = 1) -> FletClient:
+    """A phone that used the app, then lost its link (once the server noticed)."""
+    phone = await FletClient(proxy.ws_url).connect()
+    await count_to(phone, clicks)
+    proxy.cut()
+    await wait_until(lambda: app.pages[0].session.connection is None)
+    return phone
+
+
 @pytest.mark.parametrize("decorated", [True, False], ids=["buffered", "plain"])
 async def test_half_open_link_then_quick_reconnect_keeps_the_session(decorated):
     app = App(decorated)
@@ -65,10 +74,7 @@ async def test_half_open_link_then_quick_reconnect_keeps_the_session(decorated):
 async def test_invoke_method_sent_while_cut_off_is_delivered_after_reconnect(decorated):
     app = App(decorated)
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
-        phone = await FletClient(proxy.ws_url).connect()
-        await count_to(phone, 1)
-        proxy.cut()
-        await wait_until(lambda: app.pages[0].session.connection is None)
+        phone = await cut_off(app, proxy)
         focus = asyncio.ensure_future(server.call(app.fields[0].focus()))
         await asyncio.sleep(0.3)
         again = await FletClient(proxy.ws_url, session_id=phone.session_id).connect()
@@ -103,10 +109,7 @@ async def test_invoke_method_lost_in_a_half_open_socket_is_replayed():
 async def test_overflow_drops_oldest_and_fails_their_callers():
     app = App(True, max_messages=2)
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
-        phone = await FletClient(proxy.ws_url).connect()
-        await count_to(phone, 1)
-        proxy.cut()
-        await wait_until(lambda: app.pages[0].session.connection is None)
+        phone = await cut_off(app, proxy)
         calls = [
             asyncio.ensure_future(server.call(app.fields[0].focus())) for _ in range(4)
         ]
@@ -123,10 +126,7 @@ async def test_overflow_drops_oldest_and_fails_their_callers():
 async def test_overflow_reload_policy_ends_the_session():
     app = App(True, max_messages=1, overflow="reload")
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
-        phone = await FletClient(proxy.ws_url).connect()
-        await count_to(phone, 2)
-        proxy.cut()
-        await wait_until(lambda: app.pages[0].session.connection is None)
+        phone = await cut_off(app, proxy, clicks=2)
         calls = [
             asyncio.ensure_future(server.call(app.fields[0].focus())) for _ in range(2)
         ]
@@ -222,10 +222,7 @@ def test_bad_arguments_are_clear_errors():
 async def test_a_call_held_offline_fails_once_the_window_passes():
     app = App(True, window=1.0)
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
-        phone = await FletClient(proxy.ws_url).connect()
-        await count_to(phone, 1)
-        proxy.cut()
-        await wait_until(lambda: app.pages[0].session.connection is None)
+        await cut_off(app, proxy)
         await asyncio.sleep(0.5)  # queued well after the disconnect
         with pytest.raises(RuntimeError, match="client did not come back"):
             await asyncio.wait_for(server.call(app.fields[0].focus()), timeout=10)
@@ -307,11 +304,8 @@ async def test_the_buffer_never_holds_more_than_max_bytes():
     options = {"max_bytes": 16 * 1024}
     app = App(True, **options)
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
-        phone = await FletClient(proxy.ws_url).connect()
-        await count_to(phone, 1)
+        phone = await cut_off(app, proxy)
         page = app.pages[0]
-        proxy.cut()
-        await wait_until(lambda: page.session.connection is None)
         buffer = _buffers[page.session]
         totals = []
         for share in (0.2, 0.5, 0.3, 4, 0.9, 0.1, 0.6, 2, 0.4):  # of max_bytes
@@ -336,10 +330,7 @@ async def test_one_shot_messages_from_a_worker_thread_are_replayed_in_order():
         return failures
 
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
-        phone = await FletClient(proxy.ws_url).connect()
-        await count_to(phone, 1)
-        proxy.cut()
-        await wait_until(lambda: app.pages[0].session.connection is None)
+        phone = await cut_off(app, proxy)
         assert await asyncio.to_thread(worker, app.pages[0]) == []
         await wait_until(lambda: len(_buffers[app.pages[0].session]) == len(reports))
         again = await phone.reconnect(proxy.ws_url)
