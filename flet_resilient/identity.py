@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 import flet as ft
@@ -18,6 +19,9 @@ from flet_resilient.secret import app_secret
 __all__ = ["Identity"]
 
 STORAGE_KEY = "flet_resilient.identity"
+
+_KEY_SHAPE = re.compile(r"([A-Za-z0-9_-]+)\.([0-9a-f]{64})")
+"""What `mint` produces: a url-safe token, a dot, a SHA-256 hex signature."""
 
 
 class Identity:
@@ -36,10 +40,11 @@ class Identity:
         return f"{token}.{self._mac('key', token)}"
 
     def verify(self, key: object) -> str | None:
-        """The token of a genuine key, or None for a missing/forged one."""
-        if not isinstance(key, str) or key.count(".") != 1:
+        """The token of a genuine key; None if missing, malformed or forged."""
+        shape = _KEY_SHAPE.fullmatch(key) if isinstance(key, str) else None
+        if shape is None:  # e.g. non-ASCII, which compare_digest refuses to compare
             return None
-        token, signature = key.split(".")
+        token, signature = shape.groups()
         if not hmac.compare_digest(signature, self._mac("key", token)):
             return None
         return token

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -73,7 +74,13 @@ class ReplayBuffer:
     that may turn out dead, tracked until answered. Bounds, overflow policy
     and expiry only ever fail callers of held messages; a sent request that
     no longer fits is simply not tracked any more (its caller keeps waiting
-    for the client's answer, as in plain Flet).
+    for the client's answer, as in plain Flet). A message larger than
+    `max_bytes` is never kept: held, its invoke caller fails at once (an
+    error report is dropped with a warning); sent, it goes out untracked.
+
+    Safe from any thread: a worker thread's one-shot message (`page.error()`
+    from `page.run_thread`) is handed to the loop the buffer was created on,
+    in order, and decided and sent there.
     """
 
     def __init__(self, session: Session, options: ReconnectOptions) -> None:
@@ -83,6 +90,8 @@ class ReplayBuffer:
         self._calls: dict[str, int] = {}
         self._seq = sequence()
         self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.bytes = 0
 
     def __len__(self) -> int:
@@ -94,13 +103,27 @@ class ReplayBuffer:
         session = self._session()
         if session is None or not adapter.is_one_shot(message):
             return False
+        if self._handed_to_loop(self._capture_or_send, message):
+            return True  # decided on the loop, after the thread's earlier patches
         offline = session.connection is None
         invoke = adapter.invoke_call(message)
         if offline or invoke is not None:
-            self._keep(message, invoke, sent=not offline)
+            size = adapter.message_size(message)
+            if size > self.options.max_bytes:
+                self._refuse(session, invoke, size, held=offline)
+            else:
+                self._keep(message, invoke, size, sent=not offline)
         return offline  # Flet would drop it while disconnected: we keep it
 
+    def _capture_or_send(self, message: Any) -> None:
+        """On the loop: what `capture` does, then send what it did not keep."""
+        session = self._session()
+        if session is not None and not self.capture(message):
+            adapter.resend(session, message)
+
     def answered(self, call_id: str) -> None:
+        if self._handed_to_loop(self.answered, call_id):
+            return
         seq = self._calls.get(call_id)
         if seq is not None:
             self._remove(seq)
@@ -109,6 +132,8 @@ class ReplayBuffer:
 
     def replay(self) -> None:
         """Re-send what is kept, in order, on the session's new socket."""
+        if self._handed_to_loop(self.replay):
+            return
         session = self._session()
         if session is None:
             return
@@ -128,6 +153,8 @@ class ReplayBuffer:
 
     def expire(self) -> None:
         """Forget what is older than `window`; callers of held messages fail."""
+        if self._handed_to_loop(self.expire):
+            return
         deadline = time.monotonic() - self.options.window
         for seq, entry in list(self._entries.items()):
             if entry.at >= deadline:
@@ -140,9 +167,33 @@ class ReplayBuffer:
 
     # --- bookkeeping -----------------------------------------------------------------
 
-    def _keep(self, message: Any, invoke: tuple[int, str] | None, sent: bool) -> None:
+    def _handed_to_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Off the loop thread, queue `fn(*args)` on the loop (in order): True."""
+        if threading.get_ident() == self._loop_thread:
+            return False
+        self._loop.call_soon_threadsafe(fn, *args)
+        return True
+
+    def _refuse(
+        self, session: Session, invoke: tuple[int, str] | None, size: int, held: bool
+    ) -> None:
+        """Never keep a message larger than the whole buffer; fail a held one now."""
+        count("reconnect.oversize")
+        if not held:
+            return  # it goes out on the live socket, untracked (as in plain Flet)
+        why = (
+            f"the client is away and this message ({size} bytes) is too large to "
+            f"keep (buffer_reconnects max_bytes {self.options.max_bytes})"
+        )
+        if invoke is not None:
+            self._fail(invoke, why)
+            return
+        logger.warning("error report for session %s dropped: %s", session.id, why)
+
+    def _keep(
+        self, message: Any, invoke: tuple[int, str] | None, size: int, sent: bool
+    ) -> None:
         seq = next(self._seq)
-        size = adapter.message_size(message)
         self._entries[seq] = _Entry(message, size, time.monotonic(), invoke, sent)
         self.bytes += size
         if invoke is not None:
@@ -166,9 +217,7 @@ class ReplayBuffer:
     def _overflow(self) -> None:
         count("reconnect.overflows")
         if self.options.overflow == "drop_oldest":
-            while len(self._entries) > self.options.max_messages or (
-                self.bytes > self.options.max_bytes and len(self._entries) > 1
-            ):
+            while self._over_bounds():  # ends: no entry alone exceeds max_bytes
                 self._drop(next(iter(self._entries)), "reconnect.dropped", "overflow")
             return
         # "reload": give the session up; the client reloads into a fresh one.
@@ -184,7 +233,7 @@ class ReplayBuffer:
             return
         oldest = next(iter(self._entries.values()))
         delay = max(0.0, oldest.at + self.options.window - time.monotonic())
-        self._timer = asyncio.get_running_loop().call_later(
+        self._timer = self._loop.call_later(
             delay, self._on_timer, context=contextvars.Context()
         )
 
@@ -199,14 +248,15 @@ class ReplayBuffer:
     def _drop(self, seq: int, counter: str, why: str) -> None:
         entry = self._remove(seq)
         count(counter)
+        if entry.invoke is not None:
+            window = self.options.window
+            self._fail(entry.invoke, f"{why} (buffer_reconnects window {window} s)")
+
+    def _fail(self, invoke: tuple[int, str], why: str) -> None:
+        """Make the caller awaiting an `invoke_method` raise a clear RuntimeError."""
         session = self._session()
-        if entry.invoke is not None and session is not None:
-            adapter.fail_invoke(
-                session,
-                *entry.invoke,
-                f"invoke_method not delivered: {why} (buffer_reconnects window "
-                f"{self.options.window} s)",
-            )
+        if session is not None:
+            adapter.fail_invoke(session, *invoke, f"invoke_method not delivered: {why}")
 
     def _remove(self, seq: int) -> _Entry:
         entry = self._entries.pop(seq)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import importlib
 import multiprocessing
@@ -25,6 +26,7 @@ from typing import Any
 import anyio
 
 from flet_resilient.errors import WorkerCrashed
+from flet_resilient.metrics import count
 from flet_resilient.slots import FairSlots
 
 __all__ = [
@@ -51,6 +53,23 @@ def call_by_reference(module: str, qualname: str, payload: bytes) -> Any:
     """Worker-side entry point: resolve the function, unpickle arguments, call."""
     args, kwargs = pickle.loads(payload)
     return resolve(module, qualname)(*args, **kwargs)
+
+
+_started: ctypes.c_bool | None = None
+"""Worker side: the flag shared with the parent that a job raises as it starts."""
+
+
+def share_started_flag(flag: ctypes.c_bool) -> None:
+    """Worker-side initializer: keep the flag `call_started` raises."""
+    global _started
+    _started = flag
+
+
+def call_started(module: str, qualname: str, payload: bytes) -> Any:
+    """Worker-side entry point: tell the parent the job started, then call it."""
+    if _started is not None:
+        _started.value = True
+    return call_by_reference(module, qualname, payload)
 
 
 def warm_up(module: str, nice: int) -> int:
@@ -119,6 +138,24 @@ class ExecutorBackend:
             ) from exc
 
 
+class _NeverStarted(BrokenProcessPool):
+    """The worker process died before the job started: safe to run it again."""
+
+
+def _crash_message(call: Call, exc: BrokenProcessPool) -> str:
+    """Why a call failed with `WorkerCrashed`: died in the job, or twice before it."""
+    if isinstance(exc, _NeverStarted):
+        return (
+            f"two fresh worker processes died before starting {call.name}() "
+            "(out of memory or killed?); the next call gets a fresh worker"
+        )
+    return (
+        f"the worker process died while running {call.name}() "
+        "(crash, os._exit, out of memory or killed); the next call gets a "
+        "fresh worker"
+    )
+
+
 class _Worker:
     """One reusable worker process (a one-process pool), killed on demand."""
 
@@ -126,31 +163,56 @@ class _Worker:
         self._context = context
         self._nice = nice
         self._pool: ProcessPoolExecutor | None = None
+        self._started: ctypes.c_bool | None = None  # raised by the running job
         self._pid: int | None = None
 
     async def run(self, call: Call, timeout: float | None) -> Any:
-        """Run `call`; `timeout` counts from when the job starts, not the spawn."""
+        """Run `call`; `timeout` counts from when the job starts, not the spawn.
+
+        A worker that died before the job started (e.g. killed by the OOM
+        killer while idle) is replaced and the job handed to the fresh one,
+        once: only a job that was running fails with `WorkerCrashed`.
+        """
         reference = call.by_reference()
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+        try:
+            try:
+                return await self._attempt(reference, timeout)
+            except _NeverStarted:
+                count("offload.retried")  # its worker died before starting it
+                return await self._attempt(reference, timeout)
+        except BrokenProcessPool as exc:
+            raise WorkerCrashed(_crash_message(call, exc)) from exc
+
+    async def _attempt(
+        self, reference: tuple[str, str, bytes], timeout: float | None
+    ) -> Any:
+        """Hand the job to this worker (started first if needed), await its result."""
+        pool, started = self._pool, self._started
+        if pool is None or started is None:
+            started = self._started = self._context.RawValue(ctypes.c_bool, False)
+            pool = self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=self._context,
+                initializer=share_started_flag,
+                initargs=(started,),
+            )
         future = None
         try:
             if self._pid is None:  # a running call can only be killed by its pid
                 # The first submit starts the process: keep that off the loop.
                 warming = await anyio.to_thread.run_sync(
-                    self._pool.submit, warm_up, reference[0], self._nice
+                    pool.submit, warm_up, reference[0], self._nice
                 )
                 self._pid = await asyncio.wrap_future(warming)
-            future = self._pool.submit(call_by_reference, *reference)
+            started.value = False
+            future = pool.submit(call_started, *reference)
             with anyio.fail_after(timeout):
                 return await asyncio.wrap_future(future)
         except BrokenProcessPool as exc:
             self._discard()
-            raise WorkerCrashed(
-                f"the worker process died while running {call.name}() "
-                "(crash, os._exit, out of memory or killed); the next call gets a "
-                "fresh worker"
-            ) from exc
+            if future is None or not started.value:
+                raise _NeverStarted(*exc.args) from exc
+            raise
         except BaseException:
             if future is None or not future.done():  # cancelled or timed out
                 self.kill()
@@ -167,6 +229,7 @@ class _Worker:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None
+        self._started = None
         self._pid = None
 
 

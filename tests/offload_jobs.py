@@ -1,6 +1,7 @@
 """Module-level jobs for the offload tests (process workers import them by name)."""
 
 import os
+import signal
 import threading
 import time
 
@@ -66,3 +67,11 @@ def long_spin(seconds: float) -> float:
 @offload
 def niceness() -> int:
     return os.nice(0)
+
+
+@offload
+def note_then_die(path: str) -> None:
+    """Append this worker's pid to `path`, then SIGKILL it (as the OOM killer)."""
+    with open(path, "a") as notes:
+        notes.write(f"{os.getpid()}\n")
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -20,7 +20,7 @@ from flet_resilient import (
     stats,
 )
 from flet_resilient.evict import encode_state
-from flet_resilient.identity import STORAGE_KEY
+from flet_resilient.identity import STORAGE_KEY, Identity
 from flet_resilient.testing import FletClient, FletServer, wait_until
 
 
@@ -207,6 +207,19 @@ async def test_a_forged_or_foreign_key_never_loads_another_users_state():
             assert not mallory.value("field")
             assert mallory.storage[STORAGE_KEY] != key  # replaced by a fresh key
             await mallory.close()
+
+
+async def test_a_malformed_stored_key_is_replaced_by_a_fresh_one():
+    app = App(idle_ttl=60)
+    async with FletServer(app.main) as server:
+        user = FletClient(server.ws_url)
+        user.storage[STORAGE_KEY] = "tökén." + "é" * 64  # non-ASCII signature
+        await user.connect()
+        await user.wait_for(lambda: user.value("count") is not None)
+        assert user.value("count") == "0"
+        await user.wait_for(lambda: user.storage[STORAGE_KEY].isascii())
+        assert Identity("test-secret").verify(user.storage[STORAGE_KEY]) is not None
+        await user.close()
 
 
 def test_unencodable_state_names_the_field():

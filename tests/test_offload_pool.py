@@ -3,9 +3,11 @@
 import asyncio
 import importlib
 import os
+import signal
 import threading
 
 import offload_jobs
+import psutil
 import pytest
 
 from flet_resilient import (
@@ -15,6 +17,7 @@ from flet_resilient import (
     offload,
     stats,
 )
+from flet_resilient.testing import wait_until
 
 
 async def test_awaitable_and_still_callable_synchronously():
@@ -45,6 +48,29 @@ async def test_worker_crash_fails_only_that_call_then_pool_heals():
         await offload_jobs.crash()
     assert await slow == 1.0  # the call on the healthy worker is unaffected
     assert await offload_jobs.square(9) == 81  # a fresh worker serves the next call
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["reaped", "just-killed"])
+async def test_an_idle_worker_killed_meanwhile_fails_no_call(noticed):
+    retried = stats()["counters"].get("offload.retried", 0)
+    idle = set(await asyncio.gather(*(offload_jobs.worker_pid() for _ in range(2))))
+    assert len(idle) == 2  # both workers ran a job and are idle now
+    for pid in idle:
+        os.kill(pid, signal.SIGKILL)  # e.g. the OOM killer, between two jobs
+    if noticed:  # the pool reaped them: it is broken before the next call
+        await wait_until(lambda: not any(psutil.pid_exists(p) for p in idle))
+    pids = await asyncio.gather(*(offload_jobs.worker_pid() for _ in range(2)))
+    assert not idle & set(pids)  # served by fresh workers
+    assert stats()["counters"]["offload.retried"] - retried == 2
+    assert await offload_jobs.square(7) == 49
+
+
+async def test_a_job_killed_while_running_fails_and_is_not_retried(tmp_path):
+    notes = tmp_path / "runs"
+    with pytest.raises(WorkerCrashed, match=r"note_then_die\(\)"):
+        await offload_jobs.note_then_die(str(notes))
+    assert len(notes.read_text().splitlines()) == 1  # ran once: never re-run
+    assert await offload_jobs.square(3) == 9
 
 
 def test_lambda_and_closure_rejected_at_decoration_time():

@@ -1,11 +1,13 @@
 """Flaky networks through a loopback fault-injection proxy, real protocol."""
 
 import asyncio
+import logging
 
 import flet as ft
 import pytest
 
 from flet_resilient import buffer_reconnects, connected, stats
+from flet_resilient.reconnect import _buffers
 from flet_resilient.testing import FaultProxy, FletClient, FletServer, wait_until
 
 
@@ -39,6 +41,15 @@ async def count_to(user: FletClient, n: int, start: int = 0) -> None:
         await user.wait_for(lambda i=i: user.value("count") == str(i))
 
 
+async def cut_off(app: App, proxy: FaultProxy, clicks: int = 1) -> FletClient:
+    """A phone that used the app, then lost its link (once the server noticed)."""
+    phone = await FletClient(proxy.ws_url).connect()
+    await count_to(phone, clicks)
+    proxy.cut()
+    await wait_until(lambda: app.pages[0].session.connection is None)
+    return phone
+
+
 @pytest.mark.parametrize("decorated", [True, False], ids=["buffered", "plain"])
 async def test_half_open_link_then_quick_reconnect_keeps_the_session(decorated):
     app = App(decorated)
@@ -63,10 +74,7 @@ async def test_half_open_link_then_quick_reconnect_keeps_the_session(decorated):
 async def test_invoke_method_sent_while_cut_off_is_delivered_after_reconnect(decorated):
     app = App(decorated)
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
-        phone = await FletClient(proxy.ws_url).connect()
-        await count_to(phone, 1)
-        proxy.cut()
-        await wait_until(lambda: app.pages[0].session.connection is None)
+        phone = await cut_off(app, proxy)
         focus = asyncio.ensure_future(server.call(app.fields[0].focus()))
         await asyncio.sleep(0.3)
         again = await FletClient(proxy.ws_url, session_id=phone.session_id).connect()
@@ -101,10 +109,7 @@ async def test_invoke_method_lost_in_a_half_open_socket_is_replayed():
 async def test_overflow_drops_oldest_and_fails_their_callers():
     app = App(True, max_messages=2)
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
-        phone = await FletClient(proxy.ws_url).connect()
-        await count_to(phone, 1)
-        proxy.cut()
-        await wait_until(lambda: app.pages[0].session.connection is None)
+        phone = await cut_off(app, proxy)
         calls = [
             asyncio.ensure_future(server.call(app.fields[0].focus())) for _ in range(4)
         ]
@@ -121,10 +126,7 @@ async def test_overflow_drops_oldest_and_fails_their_callers():
 async def test_overflow_reload_policy_ends_the_session():
     app = App(True, max_messages=1, overflow="reload")
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
-        phone = await FletClient(proxy.ws_url).connect()
-        await count_to(phone, 2)
-        proxy.cut()
-        await wait_until(lambda: app.pages[0].session.connection is None)
+        phone = await cut_off(app, proxy, clicks=2)
         calls = [
             asyncio.ensure_future(server.call(app.fields[0].focus())) for _ in range(2)
         ]
@@ -220,10 +222,7 @@ def test_bad_arguments_are_clear_errors():
 async def test_a_call_held_offline_fails_once_the_window_passes():
     app = App(True, window=1.0)
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
-        phone = await FletClient(proxy.ws_url).connect()
-        await count_to(phone, 1)
-        proxy.cut()
-        await wait_until(lambda: app.pages[0].session.connection is None)
+        await cut_off(app, proxy)
         await asyncio.sleep(0.5)  # queued well after the disconnect
         with pytest.raises(RuntimeError, match="client did not come back"):
             await asyncio.wait_for(server.call(app.fields[0].focus()), timeout=10)
@@ -256,4 +255,90 @@ async def test_a_call_whose_caller_gave_up_is_not_replayed():
         again = await phone.reconnect(proxy.ws_url)
         await count_to(again, 2, start=1)
         assert ("focus", None) not in again.invocations
+        await again.close()
+
+
+def oversize(options: dict) -> dict:
+    """Arguments of an invoke_method about four times the buffer's max_bytes."""
+    return {"blob": "x" * 4 * options["max_bytes"]}
+
+
+async def on_loop(fn, *args):
+    """Call a sync function on the server loop (via `FletServer.call`)."""
+    return fn(*args)
+
+
+async def test_a_message_larger_than_the_buffer_is_refused_at_once(caplog):
+    caplog.set_level(logging.WARNING, logger="flet_resilient.reconnect")
+    options = {"max_bytes": 16 * 1024}
+    app = App(True, **options)
+    refused = stats()["counters"].get("reconnect.oversize", 0)
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await FletClient(proxy.ws_url).connect()
+        await count_to(phone, 1)
+        field, page = app.fields[0], app.pages[0]
+        # On a healthy socket it goes out (untracked) and its caller gets the answer.
+        await asyncio.wait_for(
+            server.call(field._invoke_method("focus", oversize(options))), timeout=10
+        )
+        proxy.cut()
+        await wait_until(lambda: page.session.connection is None)
+        with pytest.raises(RuntimeError, match=r"\d+ bytes.*max_bytes 16384"):
+            await asyncio.wait_for(
+                server.call(field._invoke_method("blur", oversize(options))), timeout=5
+            )
+        await server.call(on_loop(page.error, "e" * 4 * options["max_bytes"]))
+        small = asyncio.ensure_future(server.call(field.focus()))
+        await wait_until(lambda: len(_buffers[page.session]) == 1)
+        assert _buffers[page.session].bytes <= options["max_bytes"]
+        again = await phone.reconnect(proxy.ws_url)
+        await asyncio.wait_for(small, timeout=10)
+        assert [name for name, _ in again.invocations] == ["focus"]  # not the blur
+        assert again.errors == []  # the oversize error report was dropped
+        await again.close()
+    assert stats()["counters"]["reconnect.oversize"] - refused == 3
+    assert any("too large" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_buffer_never_holds_more_than_max_bytes():
+    options = {"max_bytes": 16 * 1024}
+    app = App(True, **options)
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await cut_off(app, proxy)
+        page = app.pages[0]
+        buffer = _buffers[page.session]
+        totals = []
+        for share in (0.2, 0.5, 0.3, 4, 0.9, 0.1, 0.6, 2, 0.4):  # of max_bytes
+            report = "e" * int(share * options["max_bytes"])
+            await server.call(on_loop(page.error, report))
+            totals.append(buffer.bytes)
+        assert max(totals) <= options["max_bytes"]
+        await phone.close()
+
+
+async def test_one_shot_messages_from_a_worker_thread_are_replayed_in_order():
+    app = App(True)
+    reports = [f"report {n}" for n in range(8)]
+
+    def worker(page: ft.Page) -> list[BaseException]:
+        failures = []
+        for report in reports:
+            try:
+                page.error(report)
+            except BaseException as exc:
+                failures.append(exc)
+        return failures
+
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        phone = await cut_off(app, proxy)
+        assert await asyncio.to_thread(worker, app.pages[0]) == []
+        await wait_until(lambda: len(_buffers[app.pages[0].session]) == len(reports))
+        again = await phone.reconnect(proxy.ws_url)
+        await again.wait_for(lambda: len(again.errors) == len(reports))
+        assert again.errors == reports
+        # Connected again: a worker thread's reports go straight out, in order.
+        assert await asyncio.to_thread(worker, app.pages[0]) == []
+        await again.wait_for(lambda: len(again.errors) == 2 * len(reports))
+        assert again.errors == reports + reports
+        await count_to(again, 2, start=1)
         await again.close()
