@@ -214,6 +214,13 @@ _handler_run: contextvars.ContextVar[HandlerRun | None] = contextvars.ContextVar
 )
 
 
+_from_client: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "flet_resilient_from_client", default=False
+)
+"""Set while Flet handles a client's CONTROL_EVENT (and so in the handler task
+it starts), unlike the connect/disconnect/close events Flet dispatches."""
+
+
 def current_handler() -> HandlerRun | None:
     """The client event whose handler is running now, if any."""
     run = _handler_run.get()
@@ -462,6 +469,9 @@ def _install() -> None:
     async def dispatch_event(
         self: Session, control_id: int, event_name: str, event_data: Any
     ) -> None:
+        if not _from_client.get():  # Flet's own connect/disconnect/close
+            await original_dispatch_event(self, control_id, event_name, event_data)
+            return
         run = HandlerRun()
         token = _handler_run.set(run)
         try:
@@ -476,7 +486,11 @@ def _install() -> None:
         registering = data[0] == MessageAction.REGISTER_CLIENT.value
         if registering and data[1].get("session_id"):
             await _vet_register(self, data[1])
-        await original_on_message(self, data)
+        token = _from_client.set(data[0] == MessageAction.CONTROL_EVENT.value)
+        try:
+            await original_on_message(self, data)
+        finally:
+            _from_client.reset(token)
         session = self._FletApp__session  # type: ignore[attr-defined]
         if data[0] in _CLIENT_ACTIVITY and session is not None:
             _run_hooks("activity", session)

@@ -283,10 +283,12 @@ class _Process(_Service):
 
 
 class RedisServer(_Process):
-    """A throwaway redis-server on 127.0.0.1 (no persistence), for shared state.
+    """A throwaway redis-server on 127.0.0.1, for shared state.
 
-    `kill()` then `start()` restarts it, empty, on the same port (a crash);
-    `pause()`/`resume()` make it hang (SIGSTOP/SIGCONT) with its port open.
+    `kill()` then `start()` restarts it on the same port (a crash): empty, or
+    with every acknowledged write when `durable` (append-only file, fsync on
+    every write, in the log directory). `pause()`/`resume()` make it hang
+    (SIGSTOP/SIGCONT) with its port open.
     """
 
     name = "redis"
@@ -297,8 +299,10 @@ class RedisServer(_Process):
         *,
         log_dir: str | os.PathLike[str] | None = None,
         start_timeout: float = 10,
+        durable: bool = False,
     ) -> None:
         self.executable = _require("redis-server", "install-redis")
+        self.durable = durable
         super().__init__(port, log_dir, start_timeout)
 
     @property
@@ -312,7 +316,11 @@ class RedisServer(_Process):
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--dir", str(self.log_dir),
+            "--dbfilename", f"redis-{self.port}.rdb",
+            "--appendfilename", f"redis-{self.port}.aof",
+            "--appendonly", "yes" if self.durable else "no",
+            "--appendfsync", "always",
         ]  # fmt: skip
 
     def pause(self) -> None:
@@ -563,7 +571,7 @@ class Cluster(_Service, LoopbackEndpoint):
 
     Every worker gets `REDIS_URL` and the same `FLET_SECRET_KEY` (plus `env`);
     `server`/`processes`/`args` are as for `Worker`, `sticky`/`checks` as for
-    `LoadBalancer`.
+    `LoadBalancer`, `durable_redis` as `RedisServer(durable=...)`.
     Everything is stopped on exit, however the block ends.
     """
 
@@ -581,9 +589,10 @@ class Cluster(_Service, LoopbackEndpoint):
         checks: bool = True,
         secret_key: str | None = None,
         log_dir: str | os.PathLike[str] | None = None,
+        durable_redis: bool = False,
     ) -> None:
         super().__init__(log_dir)
-        self.redis = RedisServer(log_dir=self.log_dir)
+        self.redis = RedisServer(log_dir=self.log_dir, durable=durable_redis)
         shared = {
             "REDIS_URL": self.redis.url,
             "FLET_SECRET_KEY": secret_key or secrets.token_urlsafe(32),
