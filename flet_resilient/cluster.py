@@ -43,6 +43,7 @@ __all__ = [
     "RedisServer",
     "Worker",
     "free_port",
+    "missing_program",
     "wait_for_port",
 ]
 
@@ -96,10 +97,27 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
-def _require(program: str, install: str) -> str:
+_INSTALLERS = {"redis-server": "install-redis", "haproxy": "install-haproxy"}
+"""The programs a `Cluster` runs, and the .ci script that installs each."""
+
+
+def missing_program() -> str | None:
+    """Why a `Cluster` cannot start on this machine (a test's skip reason), or
+    None when redis-server and haproxy are both installed."""
+    for program in _INSTALLERS:
+        if shutil.which(program) is None:
+            return _not_installed(program)
+    return None
+
+
+def _not_installed(program: str) -> str:
+    return f"{program} is not installed (run .ci/{_INSTALLERS[program]})"
+
+
+def _require(program: str) -> str:
     path = shutil.which(program)
     if path is None:
-        raise RuntimeError(f"{program} is not installed (run .ci/{install})")
+        raise RuntimeError(_not_installed(program))
     return path
 
 
@@ -301,7 +319,7 @@ class RedisServer(_Process):
         start_timeout: float = 10,
         durable: bool = False,
     ) -> None:
-        self.executable = _require("redis-server", "install-redis")
+        self.executable = _require("redis-server")
         self.durable = durable
         super().__init__(port, log_dir, start_timeout)
 
@@ -458,7 +476,7 @@ class LoadBalancer(_Service, LoopbackEndpoint):
         log_dir: str | os.PathLike[str] | None = None,
         start_timeout: float = 10,
     ) -> None:
-        executable = _require("haproxy", "install-haproxy")
+        executable = _require("haproxy")
         super().__init__(log_dir)
         self.backends = list(backends)
         self.sticky = sticky
