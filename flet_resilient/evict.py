@@ -55,7 +55,7 @@ def estimated_bytes(session: Session) -> int:
     return SESSION_BASE_BYTES + CONTROL_BYTES * adapter.control_count(session)
 
 
-class _SessionCache(TLRUCache):  # type: ignore[type-arg]
+class _SessionCache(TLRUCache):
     """cachetools' time-aware LRU, reporting what it drops to its tracker."""
 
     def __init__(self, tracker: _Tracker, maxsize: int) -> None:
@@ -174,7 +174,7 @@ def _forget(session: Session) -> None:
 
 
 for _event in ("activity", "attached", "disconnected"):
-    adapter.on_session(_event, _touch)  # type: ignore[arg-type]
+    adapter.on_session(_event, _touch)
 adapter.on_session("closed", _forget)
 
 

@@ -98,7 +98,10 @@ class _Backends:
         self._custom.clear()
 
     def section(self) -> dict[str, Any]:
-        backends = {"process": self._process, "thread": self._thread}
+        backends: dict[str, ProcessBackend | ThreadBackend | ExecutorBackend | None] = {
+            "process": self._process,
+            "thread": self._thread,
+        }
         backends.update({type(e).__name__: b for e, b in self._custom.items()})
         return {
             name: {"running": b.slots.in_use, "queued": b.slots.waiting}
@@ -251,7 +254,7 @@ class _Job:
         self, session_id: str | None, scope: anyio.CancelScope, gate: FairSlots
     ) -> None:
         jobs = _session_jobs.get(session_id) if session_id is not None else None
-        if jobs is not None:
+        if session_id is not None and jobs is not None:
             jobs.discard(scope)
             if not jobs:
                 del _session_jobs[session_id]
