@@ -363,9 +363,54 @@ async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
         spawn(websocket.close(), quiet=True)
 
 
+PATCHED: tuple[tuple[type, str], ...] = (
+    (FletApp, "handle"),
+    (FletApp, "send_message"),
+    (FletApp, "_FletApp__send_loop"),
+    (FletApp, "_FletApp__receive_loop"),
+    (FletApp, "_FletApp__on_message"),
+    (FletApp, "_FletApp__get_unique_session_id"),
+    (FletAppManager, "shutdown"),
+    (Session, "close"),
+    (Session, "attach_connection"),
+    (Session, "disconnect"),
+    (Session, "dispatch_event"),
+    (Session, "patch_control"),
+    (Session, "handle_invoke_method_results"),
+    (Session, "_Session__send_message"),
+    (BaseControl, "page"),
+    (BaseControl, "update"),
+)
+"""The Flet methods the seam wraps (tests/test_flet_contract.py checks their
+signatures); with the instance attributes read through `_private`, this is
+the written list of what flet-resilient depends on."""
+
+
+def _check_flet() -> None:
+    """Refuse to install, naming it, if a Flet method the seam wraps is gone."""
+    for owner, name in PATCHED:
+        if name not in vars(owner):
+            raise UnsupportedFletVersion(
+                f"flet {FLET_VERSION}: {owner.__qualname__}.{name} is missing; "
+                f"flet-resilient was tested with flet {SUPPORTED_FLET[0]}x"
+            )
+
+
+def _private(obj: object, name: str) -> Any:
+    """A Flet private attribute, or a clear error naming it (never a default)."""
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        raise UnsupportedFletVersion(
+            f"flet {FLET_VERSION}: {type(obj).__qualname__}.{name} is missing; "
+            f"flet-resilient was tested with flet {SUPPORTED_FLET[0]}x"
+        ) from None
+
+
 def _install() -> None:
     if getattr(FletApp, "_flet_resilient_installed", False):
         return
+    _check_flet()
     FletApp._flet_resilient_installed = True
     FletApp._FletApp__send_queue = _SendQueueSlot()
 
@@ -649,7 +694,10 @@ register_section("transport", _transport_section)
 
 def send_queue(session: Session) -> SendQueue | None:
     """The outbound queue of the session's live socket, if connected."""
-    queue = getattr(session.connection, "_FletApp__send_queue", None)
+    connection = session.connection
+    if connection is None:
+        return None
+    queue = _private(connection, "_FletApp__send_queue")
     return queue if isinstance(queue, SendQueue) else None
 
 
@@ -668,7 +716,8 @@ async def close_session(session: Session) -> None:
 
 async def end_session(session: Session) -> None:
     """Close a session and its socket; the client reconnects to a fresh one."""
-    websocket = getattr(session.connection, "_FletApp__websocket", None)
+    connection = session.connection
+    websocket = connection and _private(connection, "_FletApp__websocket")
     await close_session(session)
     if websocket is not None:
         spawn(websocket.close(), quiet=True)
