@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +30,7 @@ def run_benchmark(script: str, output: Path, *args: str) -> str:
     return output.read_text()
 
 
-# --- bench_coalesce ----------------------------------------------------------------
+# --- bench_coalesce and bench_memory ---------------------------------------------
 
 
 def cell(report: str, mode: str, column: str) -> str:
@@ -75,3 +77,17 @@ def test_bench_coalesce_clicks_smoke_answers_clicks_without_the_rate_window(
     ticker = "ticker frames/s/session (max)"
     assert mean(cell(report, "plain", ticker)) > 40, report  # 50 Hz, unmerged
     assert mean(cell(report, "coalesced", ticker)) <= 22, report  # about max_hz
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gunicorn") is None,
+    reason="the recycle phase needs gunicorn (pip install -e '.[test]')",
+)
+@pytest.mark.timeout(300)
+def test_bench_memory_smoke_recycles_a_worker_and_every_state_comes_back(tmp_path):
+    report = run_benchmark("bench_memory.py", tmp_path / "memory.md", "--smoke")
+    for mode in ("evict", "recycle"):
+        assert cell(report, mode, "state restored").endswith("(100 %)"), report
+    exits = re.search(r"- recycle: .*worker exits (\d+)", report)
+    assert exits is not None and int(exits.group(1)) >= 1, report
+    assert "every client back after a drain found its state: met" in report, report
