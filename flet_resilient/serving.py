@@ -20,7 +20,9 @@ def serve(
 
     The port is `port`, else $PORT, else 8550. The Flutter client is served
     from the `flet-web` package (`no_cdn=True`) unless told otherwise, so the
-    app works without reaching a CDN.
+    app works without reaching a CDN. uvicorn gets the inbound frame limit
+    (`configure_limits(max_frame_bytes=...)`), so it refuses a bigger frame
+    before reading it.
     """
     import flet_web.fastapi as flet_fastapi
     import uvicorn
@@ -28,4 +30,15 @@ def serve(
     port = port or int(os.environ.get("PORT", "8550"))
     app_options.setdefault("no_cdn", True)
     print(f"{getattr(main, '__module__', 'app')}: http://{host}:{port}", flush=True)
-    uvicorn.run(flet_fastapi.app(main, **app_options), host=host, port=port)
+    uvicorn.run(
+        flet_fastapi.app(main, **app_options), host=host, port=port, **_ws_options()
+    )
+
+
+def _ws_options() -> dict[str, Any]:
+    """uvicorn's WebSocket options for the inbound limits (none when disabled)."""
+    from flet_resilient.limits import current_limits
+    from flet_resilient.switch import disabled
+
+    limit = current_limits().max_frame_bytes
+    return {} if disabled() or limit is None else {"ws_max_size": limit}
