@@ -244,28 +244,19 @@ async def test_an_event_flood_can_close_the_socket_instead():
         await bystander.close()
 
 
-@pytest.mark.parametrize("debug", [False, True], ids=["log-off", "log-on"])
-async def test_incoming_messages_are_formatted_only_for_a_debug_log(monkeypatch, debug):
+async def test_incoming_messages_are_formatted_only_for_a_debug_log(
+    transport_lines,
+):
     # flet-web f-formats every incoming message for its debug line even when
     # that log is off (a 10 MB frame took over a second of the loop); the
     # adapter keeps the repr short unless the log is on.
-    formatted: list[str] = []
-    transport_log = logging.getLogger("flet_transport")
-    monkeypatch.setattr(transport_log, "debug", lambda text, *a: formatted.append(text))
-    level = logging.DEBUG if debug else logging.WARNING
-    monkeypatch.setattr(transport_log, "level", level)
-    monkeypatch.setattr(transport_log, "disabled", False)
-    transport_log.manager._clear_cache()
+    debug, formatted = transport_lines
     marker = "marker " * 50
-    try:
-        app = Counter()
-        async with FletServer(app.main) as server:
-            user = await FletClient(server.ws_url).connect()
-            await user.event("plus", "click", marker)
-            await user.wait_for(lambda: user.value("count") == "1")
-            await user.close()
-    finally:
-        transport_log.manager._clear_cache()
+    async with FletServer(Counter().main) as server:
+        user = await FletClient(server.ws_url).connect()
+        await user.event("plus", "click", marker)
+        await user.wait_for(lambda: user.value("count") == "1")
+        await user.close()
     received = [text for text in formatted if text.startswith("_on_message")]
     assert received
     assert any(marker in text for text in received) is debug
