@@ -235,14 +235,17 @@ def reply(*words: object) -> None:
     sys.stdout.flush()
 
 
-async def serve_child(app: Any, handle: Callable[[list[str]], None]) -> None:
+async def serve_child(
+    app: Any, handle: Callable[[list[str]], None], **uvicorn_options: Any
+) -> None:
     """Child side of `ChildServer`: serve the ASGI `app` on 127.0.0.1 with
-    uvicorn's defaults (pings included), print its `ws://` URL, then hand the
-    words of each stdin line to `handle` until stdin closes."""
+    uvicorn's defaults (pings included) but for `uvicorn_options`, print its
+    `ws://` URL, then hand the words of each stdin line to `handle` until
+    stdin closes."""
     import uvicorn
 
     sock = loopback_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", **uvicorn_options))
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 30
     while not server.started:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["serve"]
+__all__ = ["serve", "uvicorn_options"]
 
 
 def serve(
@@ -31,12 +31,13 @@ def serve(
     app_options.setdefault("no_cdn", True)
     print(f"{getattr(main, '__module__', 'app')}: http://{host}:{port}", flush=True)
     uvicorn.run(
-        flet_fastapi.app(main, **app_options), host=host, port=port, **_ws_options()
+        flet_fastapi.app(main, **app_options), host=host, port=port, **uvicorn_options()
     )
 
 
-def _ws_options() -> dict[str, Any]:
-    """uvicorn's WebSocket options for the inbound limits (none when disabled)."""
+def uvicorn_options() -> dict[str, Any]:
+    """The uvicorn options `serve()` adds for the inbound limits (pass them when
+    running uvicorn yourself): `ws_max_size`, unless switched off."""
     from flet_resilient.limits import current_limits
     from flet_resilient.switch import disabled
 
