@@ -4,7 +4,7 @@ vs flet-resilient, in one run.
 Run from the repository root (`pip install -e .[bench]`):
 
     python benchmarks/bench_hostile.py          # 20 bystanders, 10 s phases (~2 min)
-    python benchmarks/bench_hostile.py --smoke  # 2 bystanders, 1 s phases: it runs
+    python benchmarks/bench_hostile.py --smoke  # 2 bystanders, 1.5 s phases: it runs
 
 Each (server, phase) pair gets its own server in a child process (`--serve`),
 serving a "+1" counter with `--page-controls` Texts below it under uvicorn:
@@ -16,7 +16,7 @@ serving a "+1" counter with `--page-controls` Texts below it under uvicorn:
   frames), so the adapter enforces the 1 MiB limit after uvicorn has read
   the frame, as for an app run by a uvicorn not given those options.
 
-`--bystanders` `FletClient`s click "+1" about once a second and time each
+`--bystanders` `FletClient`s click "+1" every 0.5-1.5 s and time each
 click until their mirror shows the new count, while one attacker, in a third
 process (`hostile_attacker.py`, at nice `--attacker-nice` so that on 2 cores
 it does not outrun the server), does one of:
@@ -59,17 +59,16 @@ import psutil
 
 from flet_resilient.measure import (
     ChildServer,
-    code_version,
+    click_at_random,
     command_line,
     connect_many,
-    machine,
     ms,
     percentile,
     reply,
+    report_header,
     save_report,
     serve_child,
 )
-from flet_resilient.testing import FletClient
 
 SERVERS = ("plain", "resilient", "resilient-adapter")
 DEFAULT_SERVERS = "plain,resilient"
@@ -230,31 +229,6 @@ class Phase:
         return max(self.rss, default=0)
 
 
-async def bystander(
-    client: FletClient,
-    rng: random.Random,
-    deadline: float,
-    timeout: float,
-    phase: Phase,
-) -> None:
-    """Click "+1" about once a second (the first within a second) until
-    `deadline`, timing click -> patch."""
-    clicks = int(client.value("count"))
-    await asyncio.sleep(rng.uniform(0, 1))
-    while time.monotonic() < deadline:
-        clicks += 1
-        started = time.monotonic()
-        try:
-            await client.click("plus")
-            await client.wait_for(
-                lambda n=clicks: int(client.value("count")) >= n, timeout
-            )
-        except (TimeoutError, ConnectionError):  # counted at the timeout
-            phase.timeouts += 1
-        phase.latencies_ms.append((time.monotonic() - started) * 1000)
-        await asyncio.sleep(rng.uniform(0.75, 1.25))
-
-
 async def sample_rss(pid: int, into: list[int]) -> None:
     """Append the server's RSS every `RSS_SAMPLE_S` until cancelled."""
     process = psutil.Process(pid)
@@ -281,11 +255,18 @@ async def measure(
             )
         gc.collect()
         gc.freeze()  # the clients' own collections are not server latency
-        deadline = time.monotonic() + args.duration
+        deadline = time.perf_counter() + args.duration
         rng = random.Random(f"{args.seed}-{phase.server}-{phase.phase}")
         await asyncio.gather(
             *(
-                bystander(c, random.Random(rng.random()), deadline, args.timeout, phase)
+                click_at_random(
+                    c,
+                    "plus",
+                    random.Random(rng.random()),
+                    deadline,
+                    args.timeout,
+                    phase,
+                )
                 for c in clients
             )
         )
@@ -362,15 +343,9 @@ def goal_lines(phases: list[Phase]) -> list[str]:
 
 
 def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "# bench_hostile",
-        "",
-        f"- date: {now}",
-        f"- machine: {machine()}",
-        f"- code: flet-resilient {code_version(Path(__file__).resolve().parent)}",
-        f"- command: `{command}`",
-        f"- {args.bystanders} bystanders clicking about once a second, "
+        *report_header("bench_hostile", command, Path(__file__).resolve().parent),
+        f"- {args.bystanders} bystanders clicking every 0.5-1.5 s, "
         f"{args.duration:g} s per phase, {args.page_controls} Texts per page, "
         f"{args.frame_mb:g} MB big frames, attacker at nice {args.attacker_nice}",
         "",
@@ -406,7 +381,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.smoke:
-        args.bystanders, args.duration, args.page_controls = 2, 1.0, 20
+        args.bystanders, args.duration, args.page_controls = 2, 1.5, 20
         args.frame_mb, args.timeout = 2.0, 2.0
     args.servers = _choices(parser, "--servers", args.servers, SERVERS)
     args.phases = _choices(parser, "--phases", args.phases, PHASES)
