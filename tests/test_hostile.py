@@ -159,6 +159,36 @@ async def test_new_sessions_per_address_can_be_capped():
 # --- 2. inbound limits ------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_frame_bytes": 0},
+        {"event_burst": True},
+        {"event_rate": 0},
+        {"event_rate": float("inf")},
+        {"on_flood": "ignore"},
+        {"max_new_sessions_per_ip": 5},
+        {"max_new_sessions_per_ip": (5, 0)},
+    ],
+)
+def test_configure_limits_rejects_nonsense(options):
+    from flet_resilient import limits
+
+    with pytest.raises(ValueError):
+        limits.configure_limits(**options)
+    assert limits.current_limits() == limits.Limits()  # unchanged
+
+
+def test_the_limits_in_force_are_in_stats():
+    from flet_resilient import configure_limits, stats
+
+    configure_limits(event_rate=None, max_new_sessions_per_ip=(10, 60))
+    shown = stats()["limits"]
+    assert shown["event_rate"] is None
+    assert shown["max_new_sessions_per_ip"] == (10, 60)
+    assert shown["max_frame_bytes"] == 1024 * 1024
+
+
 def big_event(target: int, nbytes: int) -> bytes:
     """A CONTROL_EVENT frame of about `nbytes` bytes of small ints."""
     body = {"target": target, "name": "click", "data": [1] * nbytes}
