@@ -302,6 +302,7 @@ async def run_phase(
 
 
 def phase_row(phase: Phase) -> str:
+    """One row of the report table."""
     values = phase.latencies_ms
     attacker = (
         f"{phase.attacker_sent:,} ({phase.attacker_reconnects} reconnects)"
@@ -343,6 +344,7 @@ def goal_lines(phases: list[Phase]) -> list[str]:
 
 
 def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
+    """The markdown report: settings, table, goals."""
     lines = [
         *report_header("bench_hostile", command, Path(__file__).resolve().parent),
         f"- {args.bystanders} bystanders clicking every 0.5-1.5 s, "
@@ -364,6 +366,7 @@ def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (`--smoke` shrinks everything)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bystanders", type=int, default=20)
     parser.add_argument("--duration", type=float, default=10.0, help="s per phase")
@@ -391,6 +394,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _choices(
     parser: argparse.ArgumentParser, option: str, value: str, known: tuple[str, ...]
 ) -> list[str]:
+    """The known values `value` lists (comma-separated), in canonical order."""
     chosen = [v.strip() for v in value.split(",") if v.strip()]
     if not chosen or any(v not in known for v in chosen):
         parser.error(f"{option} must list some of {', '.join(known)}")
@@ -398,6 +402,7 @@ def _choices(
 
 
 async def run(args: argparse.Namespace) -> list[Phase]:
+    """Every (server, phase) pair, one after the other."""
     phases = []
     for server in args.servers:
         for phase in args.phases:

@@ -36,6 +36,7 @@ def big_frame(nbytes: int) -> bytes:
 
 
 def flood_frame() -> bytes:
+    """A CONTROL_EVENT for a control that does not exist."""
     body = {"target": MISSING_CONTROL, "name": "click", "data": None}
     return b"\x00" + msgpack.packb([CONTROL_EVENT, body])
 

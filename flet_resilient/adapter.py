@@ -481,6 +481,7 @@ class _TolerantMsgpack:
 
     @staticmethod
     def unpackb(data: bytes, **options: Any) -> Any:
+        """msgpack.unpackb, or an `_Undecodable` instead of raising."""
         try:
             return msgpack.unpackb(data, **options)
         except Exception as exc:
@@ -575,6 +576,7 @@ def _screened(
 
     @functools.wraps(on_message)
     async def screened(self: FletApp, data: Any) -> None:
+        """Drop what is malformed or refused; hand the rest to Flet, quietly."""
         reason = _malformed(data)
         if reason is not None:
             _refuse(self, "malformed", reason)
@@ -606,11 +608,13 @@ class _GuardedSocket:
         return getattr(self._websocket, name)
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close once; later reads raise WebSocketDisconnect with this code."""
         if self._closed is None:
             self._closed = code
             await self._websocket.close(code=code, reason=reason)
 
     async def receive_bytes(self) -> bytes:
+        """The next binary frame, after the closed, text-frame and size checks."""
         if self._closed is not None:
             raise WebSocketDisconnect(self._closed)
         try:

@@ -62,6 +62,7 @@ class _Bucket:
         self.at = time.monotonic()
 
     def take(self, burst: int, rate: float) -> bool:
+        """Refill for the time since the last call, then take a token if one is left."""
         now = time.monotonic()
         self.tokens = min(float(burst), self.tokens + (now - self.at) * rate)
         self.at = now
@@ -91,6 +92,7 @@ class _Guard:
         return self.limits.max_frame_bytes
 
     def admit_event(self, session: Session) -> adapter.Admission:
+        """One token of the session's bucket, else the flood policy."""
         rate = self.limits.event_rate
         if rate is None:
             return "run"
@@ -122,6 +124,7 @@ class _Guard:
         what: str,
         exc: BaseException | None,
     ) -> None:
+        """One WARNING line per address and kind per interval; all at DEBUG."""
         who = client_ip or "an unknown address"
         if session is not None:
             who += f" (session {adapter.session_tag(session)})"
@@ -185,6 +188,7 @@ def configure_limits(
 
 
 def _check_positive_int(name: str, value: Any, optional: bool) -> None:
+    """Refuse anything but a positive int (or None when optional)."""
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -192,6 +196,7 @@ def _check_positive_int(name: str, value: Any, optional: bool) -> None:
 
 
 def _check_positive_number(name: str, value: Any, optional: bool) -> None:
+    """Refuse anything but a finite number > 0 (or None when optional)."""
     if value is None and optional:
         return
     if (
@@ -203,6 +208,7 @@ def _check_positive_number(name: str, value: Any, optional: bool) -> None:
 
 
 def _check_session_cap(cap: Any) -> None:
+    """Refuse a session cap that is not None or (positive int, seconds > 0)."""
     if cap is None:
         return
     if not (isinstance(cap, tuple) and len(cap) == 2):
@@ -218,6 +224,7 @@ def _install() -> None:
 
 
 def _section() -> dict[str, Any]:
+    """`stats()['limits']`: the limits in force."""
     return asdict(_guard.limits)
 
 
