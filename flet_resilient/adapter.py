@@ -51,6 +51,7 @@ from flet.messaging.protocol import (
 from flet.messaging.session import Session
 from flet_web.fastapi.flet_app import FletApp, app_manager
 from flet_web.fastapi.flet_app_manager import FletAppManager
+from flet_web.fastapi.flet_fastapi import FastAPI as FletFastAPI
 
 from flet_resilient.background import spawn
 from flet_resilient.metrics import count, register_section
@@ -364,9 +365,11 @@ async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
         return
     main = app._FletApp__main
     if _session_mains.get(candidate, main) is not main:
-        count("reconnect.takeovers_refused")
-        logger.warning("refused session %s to another app", session_tag(candidate))
-        body["session_id"] = None
+        _refuse_session(candidate, body, "another app")
+        return
+    bound = _bindings.get(candidate)
+    if bound is not None and bound != browser_binding(app):
+        _refuse_session(candidate, body, "a browser without its binding cookie")
         return
     stale = candidate.connection
     if stale is None or stale is app or _policy(app) is None:
@@ -382,6 +385,56 @@ async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
         spawn(websocket.close(), quiet=True)
 
 
+def _refuse_session(candidate: Session, body: dict[str, Any], to: str) -> None:
+    """Answer a REGISTER_CLIENT naming `candidate` with a fresh session."""
+    count("reconnect.takeovers_refused")
+    logger.warning("refused session %s to %s", session_tag(candidate), to)
+    body["session_id"] = None
+
+
+BINDING_COOKIE = "flet_resilient_bind"
+"""An HttpOnly cookie set on the page load: a session goes back only to the
+browser that created it, so its id alone (a leaked log line) is not enough."""
+_bindings: weakref.WeakKeyDictionary[Session, str] = weakref.WeakKeyDictionary()
+
+
+def browser_binding(app: FletApp) -> str | None:
+    """The binding cookie the app's socket handshake carried, if any."""
+    websocket = _private(app, "_FletApp__websocket")
+    cookies = getattr(websocket, "cookies", None) or {}
+    value = cookies.get(BINDING_COOKIE)
+    return value if isinstance(value, str) and value else None
+
+
+class _BindingCookie:
+    """ASGI middleware: give every browser that lacks one a binding cookie."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or _carries_binding(scope):
+            await self.app(scope, receive, send)
+            return
+        cookie = f"{BINDING_COOKIE}={secrets.token_urlsafe(24)}; Path=/; HttpOnly"
+        cookie += "; SameSite=Strict"
+        if scope.get("scheme") == "https":
+            cookie += "; Secure"
+
+        async def send_with_cookie(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                extra = (b"set-cookie", cookie.encode())
+                message = {**message, "headers": [*message.get("headers", []), extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def _carries_binding(scope: Any) -> bool:
+    marker = f"{BINDING_COOKIE}=".encode()
+    return any(k == b"cookie" and marker in v for k, v in scope.get("headers", []))
+
+
 def _note_registered(app: FletApp) -> None:
     """After Flet handled a REGISTER_CLIENT (even one that failed halfway):
     remember the session's app and announce a session Flet just made."""
@@ -390,6 +443,9 @@ def _note_registered(app: FletApp) -> None:
         return
     if session not in _session_mains:
         _session_mains[session] = app._FletApp__main
+        binding = browser_binding(app)
+        if binding is not None:
+            _bindings[session] = binding
         _run_hooks("created", session)
     if app in _from_elsewhere:
         _from_elsewhere.discard(app)
@@ -661,6 +717,7 @@ PATCHED: tuple[tuple[type, str], ...] = (
     (FletApp, "_FletApp__on_message"),
     (FletApp, "_FletApp__get_unique_session_id"),
     (FletAppManager, "shutdown"),
+    (FletFastAPI, "__init__"),
     (Session, "close"),
     (Session, "attach_connection"),
     (Session, "disconnect"),
@@ -721,6 +778,12 @@ def _install() -> None:
     original_page = BaseControl.page.fget  # type: ignore[attr-defined]
     original_update = BaseControl.update
     original_shutdown = FletAppManager.shutdown
+    original_fastapi_init = FletFastAPI.__init__
+
+    @functools.wraps(original_fastapi_init)
+    def fastapi_init(self: FletFastAPI, *args: Any, **kwargs: Any) -> None:
+        original_fastapi_init(self, *args, **kwargs)
+        self.add_middleware(_BindingCookie)
 
     @functools.wraps(original_shutdown)
     async def shutdown(self: FletAppManager) -> None:
@@ -908,6 +971,7 @@ def _install() -> None:
     FletApp._FletApp__on_message = _screened(on_message)
     FletApp._FletApp__get_unique_session_id = unique_session_id
     FletAppManager.shutdown = shutdown
+    FletFastAPI.__init__ = fastapi_init
 
 
 _shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
