@@ -114,7 +114,26 @@ async def test_adds_removes_and_invoke_method_keep_their_order():
     first_invoke = next(i for i, (k, _) in enumerate(kinds) if k == "invoke")
     assert kinds[first_invoke][1]["control_id"] == field_id
     # The patch that added the field reached the client before the focus call.
-    assert any(f"'_i': {field_id}" in repr(body) for _, body in kinds[:first_invoke])
+    assert any(adds(body, field_id) for _, body in kinds[:first_invoke])
+
+
+def adds(body: dict, control_id: int) -> bool:
+    """Whether a PATCH_CONTROL body has an op adding control `control_id`.
+
+    Looks at each op's own value, not at `repr(body)`: the mirror applies later
+    patches into the dicts earlier frames added, so an old body shows later
+    controls too.
+    """
+    return any(len(op) == 4 and holds(op[3], control_id) for op in body["patch"][1:])
+
+
+def holds(value: object, control_id: int) -> bool:
+    """Whether a patch value is, or contains, control `control_id`."""
+    if isinstance(value, dict):
+        return value.get("_i") == control_id or any(
+            holds(v, control_id) for v in value.values()
+        )
+    return isinstance(value, list) and any(holds(v, control_id) for v in value)
 
 
 @coalesce_updates(max_hz=MAX_HZ)
@@ -250,3 +269,40 @@ async def test_a_client_events_response_is_not_held_for_the_rate_window():
 
 async def _set(event: asyncio.Event) -> None:
     event.set()
+
+
+def handler_beside_a_ticker_app(gate: asyncio.Event, ticks: list[int]):
+    @coalesce_updates(max_hz=SLOW_WINDOW_HZ)
+    def main(page: ft.Page) -> None:
+        clock = ft.Text("0", key="clock")
+        status = ft.Text("idle", key="status")
+        card = ft.Column([clock, status])
+
+        async def tick() -> None:  # keeps `card` pending for the whole window
+            for n in range(1, 100_000):
+                clock.value = str(n)
+                card.update()
+                ticks.append(n)
+                await asyncio.sleep(0.02)
+
+        async def work(e: ft.Event) -> None:
+            status.value = "working"
+            card.update()  # already pending: merged, yet still the event's answer
+            await gate.wait()
+
+        page.add(card, ft.Button("go", key="go", on_click=work))
+        page.run_task(tick)
+
+    return main
+
+
+async def test_an_events_change_to_an_already_pending_control_is_not_held():
+    gate, ticks = asyncio.Event(), []
+    async with (
+        FletServer(handler_beside_a_ticker_app(gate, ticks)) as server,
+        FletClient(server.ws_url) as user,
+    ):
+        await wait_until(lambda: len(ticks) >= 25)
+        await user.click("go")
+        await user.wait_for(lambda: user.value("status") == "working", timeout=20)
+        await server.call(_set(gate))
