@@ -71,7 +71,7 @@ async def test_rolling_restart_keeps_the_form(browser, tmp_path, resilient):
         await page.keyboard.type(NOTE)
         for clicks in range(1, CLICKS + 1):
             await page.get_by_role("button", name="+1", exact=True).click()
-            await expect(count).to_have_text(str(clicks))  # the server answered
+            await expect(count).to_have_text(str(clicks), timeout=BACK_MS)  # answered
 
         await asyncio.to_thread(cluster.rolling_restart)
         after = {worker.pid for worker in cluster.workers}
