@@ -31,7 +31,7 @@ import traceback
 import weakref
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeGuard
 
 import msgpack
 from flet.components.component import Component
@@ -423,6 +423,7 @@ PATCHED: tuple[tuple[type, str], ...] = (
     (Session, "disconnect"),
     (Session, "dispatch_event"),
     (Session, "patch_control"),
+    (Session, "schedule_update"),
     (Session, "handle_invoke_method_results"),
     (Session, "_Session__send_message"),
     (BaseControl, "page"),
@@ -852,7 +853,7 @@ def control_count(session: Session) -> int:
     return len(session.index)
 
 
-def is_component(control: BaseControl) -> bool:
+def is_component(control: BaseControl) -> TypeGuard[Component]:
     """Whether a control is a declarative component (`@ft.component`)."""
     return isinstance(control, Component)
 

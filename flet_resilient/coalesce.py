@@ -54,6 +54,7 @@ class Coalescer:
         self._loop_thread = threading.get_ident()
         self._dirty: dict[int, BaseControl] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._answering: asyncio.Handle | None = None  # an event's first flush
         self._last_flush = -float("inf")
         self.batches = 0
         self.coalesced = 0
@@ -104,7 +105,8 @@ class Coalescer:
         if run is None or run.answered:
             return False
         run.answered = True  # the event's response is not held for the window
-        self.loop.call_soon(self.flush)
+        if self._answering is None:
+            self._answering = self.loop.call_soon(self.flush)
         return True
 
     def _on_timer(self) -> None:
@@ -132,6 +134,11 @@ class Coalescer:
         if threading.get_ident() != self._loop_thread:
             self.loop.call_soon_threadsafe(self.flush)
             return
+        if self._answering is not None:
+            # This flush answers the event: a later one would send what a
+            # task changes meanwhile outside the rate window.
+            self._answering.cancel()
+            self._answering = None
         if not self._dirty:
             return  # nothing to send: the rate window is not restarted
         if self._timer is not None:
