@@ -1,10 +1,11 @@
 """flet-resilient: keep Flet web apps responsive with many users and flaky networks.
 
-Importing the package installs the Flet adapter fixes (see `adapter`); each
+Importing the package changes nothing in Flet: the first decorator, `serve()`
+or the test server installs the adapter's fixes (see `adapter.install`); each
 mitigation is then one decorator away.
 """
 
-from flet_resilient.adapter import UnsupportedFletVersion
+from flet_resilient.adapter import UnsupportedFletVersion, install
 from flet_resilient.coalesce import coalesce_page, coalesce_updates
 from flet_resilient.drain import DrainReport, drain
 from flet_resilient.errors import (
@@ -47,6 +48,7 @@ __all__ = [
     "debounce",
     "drain",
     "evict_idle",
+    "install",
     "is_connected",
     "offload",
     "save_state",

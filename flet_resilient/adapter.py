@@ -2,7 +2,9 @@
 
 Everything else in flet-resilient goes through the small functions here, so a
 Flet upgrade is checked against one file. Importing it verifies the installed
-Flet version, then wraps a few Flet methods once (see docs/compatibility.md):
+Flet version; `install()` (called by the decorators, `serve()` and the test
+server, never by an import) checks that every method it wraps exists
+(`PATCHED`), then wraps them once (see docs/compatibility.md):
 
 * every ended WebSocket ends or disconnects its session (Flet skips
   `disconnect_session` when `send_bytes` raises, leaking "connected" sessions),
@@ -73,6 +75,8 @@ __all__ = [
     "end_session",
     "fail_invoke",
     "hold",
+    "install",
+    "installed",
     "invoke_call",
     "invoke_pending",
     "is_component",
@@ -157,7 +161,9 @@ class _SendQueueSlot:
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
             return self
-        return obj.__dict__.get("_flet_resilient_queue")
+        if "_flet_resilient_queue" in obj.__dict__:
+            return obj.__dict__["_flet_resilient_queue"]
+        return obj.__dict__.get("_FletApp__send_queue")  # began before install
 
     def __set__(self, obj: Any, value: Any) -> None:
         obj.__dict__["_flet_resilient_queue"] = (
@@ -456,7 +462,7 @@ def _private(obj: object, name: str) -> Any:
 
 
 def _install() -> None:
-    if getattr(FletApp, "_flet_resilient_installed", False):
+    if installed():
         return
     _check_flet()
     FletApp._flet_resilient_installed = True
@@ -700,8 +706,17 @@ def on_shutdown(hook: Callable[[], Awaitable[None]]) -> None:
         _shutdown_hooks.append(hook)
 
 
-if not disabled():  # FLET_RESILIENT_DISABLE=1: leave Flet exactly as shipped
-    _install()
+def install() -> None:
+    """Wrap Flet's methods, once (a decorator, `serve()` or the test server
+    calls it; importing flet-resilient does not). FLET_RESILIENT_DISABLE=1
+    leaves Flet exactly as shipped."""
+    if not disabled():
+        _install()
+
+
+def installed() -> bool:
+    """Whether the seam wraps Flet's methods in this process."""
+    return bool(getattr(FletApp, "_flet_resilient_installed", False))
 
 # --- small accessors used by the mitigations ----------------------------------
 
@@ -823,7 +838,9 @@ async def close_session(session: Session) -> None:
 async def end_session(session: Session) -> None:
     """Close a session and its socket; the client reconnects to a fresh one."""
     connection = session.connection
-    websocket = connection and _private(connection, "_FletApp__websocket")
+    websocket = None
+    if connection is not None:
+        websocket = _private(connection, "_FletApp__websocket")
     await close_session(session)
     if websocket is not None:
         spawn(websocket.close(), quiet=True)

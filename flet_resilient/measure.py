@@ -15,21 +15,39 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
+import websockets
+
 from flet_resilient.testing import FletClient, loopback_socket
 
 __all__ = [
+    "FIRST_RETRY_S",
+    "RETRYABLE",
     "ChildServer",
     "CpuMeter",
     "code_version",
     "command_line",
     "connect_many",
+    "connect_retrying",
     "machine",
     "ms",
     "percentile",
     "reply",
+    "same_browser",
     "save_report",
     "serve_child",
 ]
+
+FIRST_RETRY_S = 0.5
+"""Flet's Flutter client waits this long before it reconnects, doubling the
+wait after each failed try."""
+
+RETRYABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset; ConnectionError: closed before the page came
+    TimeoutError,
+    asyncio.TimeoutError,
+    websockets.exceptions.WebSocketException,  # handshake refused, closed
+)
+"""What a failed connect or page load raises."""
 
 
 def percentile(values: Iterable[float], p: float) -> float:
@@ -101,6 +119,53 @@ async def connect_many(
             *(FletClient(url, **options).connect() for _ in range(size))
         )
     return clients
+
+
+def same_browser(client: FletClient) -> FletClient:
+    """A new, unconnected client for the browser behind `client`: its URL,
+    session id, User-Agent and route, and a copy of its storage."""
+    again = FletClient(
+        client.ws_url, session_id=client.session_id, user_agent=client.user_agent
+    )
+    again.route = client.route
+    again.storage = dict(client.storage)
+    return again
+
+
+async def connect_retrying(
+    make: Callable[[], FletClient],
+    ready: Callable[[FletClient], object],
+    *,
+    first_wait: float = FIRST_RETRY_S,
+    within: float = 30.0,
+) -> FletClient:
+    """Connect a client from `make()` until its page satisfies `ready`, as
+    Flet's Flutter client does: the first try after `first_wait` s, then waits
+    from `FIRST_RETRY_S` doubling; TimeoutError once `within` s are spent."""
+    deadline = time.monotonic() + within
+    wait = FIRST_RETRY_S
+    await asyncio.sleep(first_wait)
+    while True:
+        client = make()
+        try:
+            remaining = max(deadline - time.monotonic(), 0.1)
+            await asyncio.wait_for(_load(client, ready, remaining), remaining)
+            return client
+        except RETRYABLE:
+            if client.ws is not None:
+                with contextlib.suppress(Exception):
+                    client.abort()
+            if time.monotonic() + wait > deadline:
+                raise TimeoutError(f"no page within {within:g} s") from None
+        await asyncio.sleep(wait)
+        wait *= 2
+
+
+async def _load(
+    client: FletClient, ready: Callable[[FletClient], object], timeout: float
+) -> None:
+    await client.connect()
+    await client.wait_for(lambda: ready(client), timeout)
 
 
 class CpuMeter:

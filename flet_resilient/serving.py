@@ -25,6 +25,9 @@ def serve(
     import flet_web.fastapi as flet_fastapi
     import uvicorn
 
+    from flet_resilient import adapter
+
+    adapter.install()
     port = port or int(os.environ.get("PORT", "8550"))
     app_options.setdefault("no_cdn", True)
     print(f"{getattr(main, '__module__', 'app')}: http://{host}:{port}", flush=True)
