@@ -815,8 +815,11 @@ def _render(session: Session, component: Component) -> None:
 
 def cannot_route(session: Session) -> str | None:
     """Why this session's patches would not reach a patch sink, if they would not."""
-    if not getattr(FletApp, "_flet_resilient_installed", False):
-        return "Flet is not patched (FLET_RESILIENT_DISABLE=1?)"
+    if not installed():
+        return (
+            "the seam is not installed (decorate main, or call"
+            " flet_resilient.install() before serving; FLET_RESILIENT_DISABLE=1?)"
+        )
     cls = type(session)
     for method in ("patch_control", "schedule_update"):
         if not getattr(getattr(cls, method), "_flet_resilient", False):

@@ -219,13 +219,18 @@ def _validate(max_hz: float, max_backlog_bytes: int) -> None:
 def coalesce_page(
     page: Page, max_hz: float = 20, *, max_backlog_bytes: int = 1 << 20
 ) -> Coalescer:
-    """Coalesce every `update()` of this page's session (call from main)."""
+    """Coalesce every `update()` of this page's session (call from main).
+
+    On a page the adapter cannot route it warns, counts and leaves the page
+    to Flet (the returned coalescer is then not installed).
+    """
     _validate(max_hz, max_backlog_bytes)
     session = page.session
+    coalescer = Coalescer(session, max_hz, max_backlog_bytes)
     problem = adapter.cannot_route(session)
     if problem is not None:
         _bypassed(f"cannot act on this page: {problem}")
-    coalescer = Coalescer(session, max_hz, max_backlog_bytes)
+        return coalescer
     _coalescers[session] = coalescer
     adapter.set_patch_sink(session, coalescer)
     return coalescer

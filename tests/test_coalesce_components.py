@@ -4,6 +4,9 @@ threads, nested components, order, and the warning when coalescing cannot act.""
 
 import asyncio
 import logging
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -376,3 +379,29 @@ async def test_a_page_the_adapter_does_not_route_is_warned_about(caplog, monkeyp
         await user.wait_for(lambda: user.value("value") == "400", timeout=30)
     assert stats()["counters"]["coalesce.bypassed"] == 1
     assert any("cannot act" in r.getMessage() for r in caplog.records)
+
+
+NOT_INSTALLED = textwrap.dedent(
+    """
+    import asyncio, types
+    from flet.messaging.session import Session
+    from flet.pubsub.pubsub_hub import PubSubHub
+    from flet_resilient import coalesce_page, stats
+
+    async def main():  # a page served by something else, the seam never installed
+        session = Session(types.SimpleNamespace(pubsubhub=PubSubHub()))
+        coalesce_page(session.page)
+        assert stats()["counters"]["coalesce.bypassed"] == 1
+        assert stats()["coalesce"]["sessions"] == 0  # left to Flet
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_coalesce_page_without_the_seam_says_so_and_leaves_the_page_to_flet():
+    done = subprocess.run(
+        [sys.executable, "-c", NOT_INSTALLED], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cannot act on this page: the seam is not installed" in done.stderr
