@@ -18,6 +18,7 @@ from flet_resilient.errors import (
 )
 from flet_resilient.evict import app_state, evict_idle, save_state
 from flet_resilient.handlers import debounce, throttle
+from flet_resilient.limits import configure_limits
 from flet_resilient.metrics import stats
 from flet_resilient.offload import Offloaded, configure_offload, offload
 from flet_resilient.reconnect import buffer_reconnects, connected, is_connected
@@ -43,6 +44,7 @@ __all__ = [
     "buffer_reconnects",
     "coalesce_page",
     "coalesce_updates",
+    "configure_limits",
     "configure_offload",
     "connected",
     "debounce",

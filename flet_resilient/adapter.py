@@ -16,7 +16,10 @@ server, never by an import) checks that every method it wraps exists
   takes plain `update()` patches and declarative components' re-renders), an
   outbox per session (replay buffer), session lifecycle events, and the
   REGISTER_CLIENT vetting that keeps sessions to their app and takes a session
-  over from a stale socket.
+  over from a stale socket;
+* inbound screening: one session per socket, frames and messages Flet cannot
+  take are dropped and counted instead of ending the socket, and an
+  `InboundGuard` (see `limits`) bounds frame size, event rate and new sessions.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import functools
 import hashlib
 import logging
 import secrets
+import sys
 import threading
 import traceback
 import weakref
@@ -36,6 +40,7 @@ from importlib.metadata import version
 from typing import Any, Literal, Protocol, TypeGuard
 
 import msgpack
+from fastapi import WebSocketDisconnect
 from flet.components.component import Component
 from flet.controls.base_control import BaseControl
 from flet.controls.context import _context_page, context
@@ -58,7 +63,9 @@ from flet_resilient.watchdog import watch_loop
 __all__ = [
     "POLICY_ATTRIBUTE",
     "SUPPORTED_FLET",
+    "Admission",
     "HandlerRun",
+    "InboundGuard",
     "Outbox",
     "PatchSink",
     "SendQueue",
@@ -90,8 +97,10 @@ __all__ = [
     "release",
     "resend",
     "send_queue",
+    "session_main",
     "session_tag",
     "sessions",
+    "set_inbound_guard",
     "set_outbox",
     "set_patch_sink",
 ]
@@ -173,8 +182,11 @@ class _SendQueueSlot:
 
 # --- session lifecycle --------------------------------------------------------
 
-SessionEvent = Literal["activity", "handled", "attached", "disconnected", "closed"]
+SessionEvent = Literal[
+    "created", "activity", "handled", "attached", "disconnected", "closed"
+]
 _hooks: dict[str, list[Callable[[Session], None]]] = {
+    "created": [],
     "activity": [],
     "handled": [],
     "attached": [],
@@ -184,10 +196,11 @@ _hooks: dict[str, list[Callable[[Session], None]]] = {
 
 
 def on_session(event: SessionEvent, hook: Callable[[Session], None]) -> None:
-    """Call `hook(session)` (on the loop) when its client sends an event or a
-    property change ("activity"), when the handler of a client event has
-    ended ("handled"), when it is re-attached to a socket, loses its socket,
-    or is closed by Flet (expiry or eviction)."""
+    """Call `hook(session)` (on the loop) when Flet has made it for a client
+    ("created", before its `main` runs, even if it never does), when its
+    client sends an event or a property change ("activity"), when the handler
+    of a client event has ended ("handled"), when it is re-attached to a
+    socket, loses its socket, or is closed by Flet (expiry or eviction)."""
     if hook not in _hooks[event]:
         _hooks[event].append(hook)
 
@@ -416,6 +429,277 @@ async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
         spawn(websocket.close(), quiet=True)
 
 
+def _note_registered(app: FletApp) -> None:
+    """After Flet handled a REGISTER_CLIENT (even one that failed halfway):
+    remember the session's app and announce a session Flet just made."""
+    session = app._FletApp__session
+    if session is None:
+        return
+    if session not in _session_mains:
+        _session_mains[session] = app._FletApp__main
+        _run_hooks("created", session)
+    if app in _from_elsewhere:
+        _from_elsewhere.discard(app)
+        _from_elsewhere.add(session)
+
+
+def session_main(session: Session) -> Any:
+    """The app `main` the session was created for (None if not known)."""
+    return _session_mains.get(session)
+
+
+# --- inbound screening --------------------------------------------------------
+
+Admission = Literal["run", "drop", "close"]
+
+
+class InboundGuard(Protocol):
+    """Limits on what clients send; the adapter enforces them (see `limits`)."""
+
+    def max_frame_bytes(self) -> int | None:
+        """Largest frame a client may send; a larger one closes its socket."""
+
+    def admit_event(self, session: Session) -> Admission:
+        """Run, drop, or close the socket over, one more client event."""
+
+    def admit_session(self, client_ip: str) -> bool:
+        """Whether a client at `client_ip` may start one more session now."""
+
+    def refused(
+        self,
+        client_ip: str,
+        session: Session | None,
+        kind: str,
+        what: str,
+        exc: BaseException | None,
+    ) -> None:
+        """Report client input refused as `kind` (already counted)."""
+
+
+_guard: InboundGuard | None = None
+_registered: weakref.WeakSet[FletApp] = weakref.WeakSet()
+"""Sockets that sent their REGISTER_CLIENT: a second one is refused."""
+
+_CLIENT_ACTIONS = frozenset(
+    action.value
+    for action in (
+        MessageAction.REGISTER_CLIENT,
+        MessageAction.CONTROL_EVENT,
+        MessageAction.UPDATE_CONTROL_PROPS,
+        MessageAction.INVOKE_METHOD,
+    )
+)
+
+
+def set_inbound_guard(guard: InboundGuard | None) -> None:
+    """Enforce `guard`'s limits on every client socket (None: no limits)."""
+    global _guard
+    _guard = guard
+
+
+def _refuse(
+    app: FletApp, kind: str, what: str, exc: BaseException | None = None
+) -> None:
+    """Count refused client input as `transport.<kind>` and report it."""
+    count(f"transport.{kind}")
+    if _guard is not None:
+        ip = _private(app, "_FletApp__client_ip")
+        _guard.refused(ip, app._FletApp__session, kind, what, exc)
+
+
+async def _close_socket(app: FletApp, code: int, reason: str) -> None:
+    """Close the app's client socket (its receive loop then ends quietly)."""
+    websocket = app._FletApp__websocket
+    if websocket is not None:
+        with contextlib.suppress(Exception):
+            await websocket.close(code=code, reason=reason)
+
+
+class _Undecodable:
+    """What flet-web's receive loop gets for a frame msgpack cannot decode."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class _TolerantMsgpack:
+    """msgpack as flet-web's module sees it: a frame that does not decode
+    becomes an `_Undecodable` the message screen drops, instead of an
+    exception that ends the socket's receive loop with a traceback."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(msgpack, name)
+
+    @staticmethod
+    def unpackb(data: bytes, **options: Any) -> Any:
+        """msgpack.unpackb, or an `_Undecodable` instead of raising."""
+        try:
+            return msgpack.unpackb(data, **options)
+        except Exception as exc:
+            return _Undecodable(exc)
+
+
+class _QuietBody(dict[str, Any]):
+    """A client message body with a short repr: flet-web formats every
+    incoming message for a debug line even when that log is off (a 10 MB
+    frame of small ints: over a second of the loop and 100+ MB)."""
+
+    def __repr__(self) -> str:
+        return f"{{... {len(self)} keys}}"
+
+
+def _quiet(data: list[Any]) -> list[Any]:
+    """The message with a short-repr body, unless flet-web's debug log is on."""
+    if _transport_log.isEnabledFor(logging.DEBUG):
+        return data
+    return [data[0], _QuietBody(data[1])]
+
+
+def _malformed(data: Any) -> str | None:
+    """Why `data` is not a client message Flet can take (None: it is one)."""
+    if isinstance(data, _Undecodable):
+        return f"a frame that is not msgpack ({data.error!r:.100})"
+    if not (isinstance(data, list) and len(data) == 2 and isinstance(data[1], dict)):
+        return "a frame that is not [action, {body}]"
+    if not isinstance(data[0], int) or data[0] not in _CLIENT_ACTIONS:
+        return "a message with an action clients do not send"
+    if data[0] == MessageAction.REGISTER_CLIENT.value and not isinstance(
+        data[1].get("session_id"), (str, type(None))
+    ):
+        return "a REGISTER_CLIENT whose session_id is not a string"
+    return None
+
+
+async def _admit_session(app: FletApp, body: dict[str, Any]) -> bool:
+    """Vet a REGISTER_CLIENT; if it makes a new session, ask the guard."""
+    if body.get("session_id"):
+        await _vet_register(app, body)
+    session_id = body.get("session_id")
+    if session_id:
+        candidate = await app_manager.get_session(
+            app._FletApp__get_unique_session_id(session_id)
+        )
+        if candidate is not None and candidate.connection is None:
+            return True  # Flet re-attaches it: not a new session
+    if _guard is None or _guard.admit_session(app._FletApp__client_ip):
+        return True
+    _refuse(app, "sessions_refused", "a new session over the per-address limit")
+    await _close_socket(app, 1013, "too many new sessions")
+    return False
+
+
+async def _admit_event(app: FletApp, session: Session) -> bool:
+    """Whether the guard lets one more client event of `session` run."""
+    verdict = _guard.admit_event(session) if _guard is not None else "run"
+    if verdict == "run":
+        return True
+    if verdict == "drop":
+        _refuse(app, "events_dropped", "client events over the rate limit")
+        return False
+    _refuse(app, "flood_closed", "client events over the rate limit: socket closed")
+    await _close_socket(app, 1008, "too many events")
+    return False
+
+
+async def _admitted(app: FletApp, action: int, body: dict[str, Any]) -> bool:
+    """One session per socket, none before REGISTER_CLIENT, the guard's limits."""
+    if action == MessageAction.REGISTER_CLIENT.value:
+        if app in _registered:
+            _refuse(app, "reregister_refused", "a second REGISTER_CLIENT on a socket")
+            return False
+        _registered.add(app)
+        return await _admit_session(app, body)
+    session = app._FletApp__session
+    if session is None:
+        _refuse(app, "malformed", "a message before REGISTER_CLIENT")
+        return False
+    if action == MessageAction.CONTROL_EVENT.value:
+        return await _admit_event(app, session)
+    return True
+
+
+def _screened(
+    on_message: Callable[[FletApp, Any], Awaitable[None]],
+) -> Callable[[FletApp, Any], Awaitable[None]]:
+    """Flet's message handler behind the inbound screen: what it cannot take
+    or the limits refuse is dropped and counted, and its own failure on a
+    message no longer ends the socket (except a failed REGISTER_CLIENT's)."""
+
+    @functools.wraps(on_message)
+    async def screened(self: FletApp, data: Any) -> None:
+        """Drop what is malformed or refused; hand the rest to Flet, quietly."""
+        reason = _malformed(data)
+        if reason is not None:
+            _refuse(self, "malformed", reason)
+            return
+        if not await _admitted(self, data[0], data[1]):
+            return
+        try:
+            await on_message(self, _quiet(data))
+        except Exception as exc:
+            _refuse(self, "malformed", f"a message Flet failed on: {exc!r:.200}", exc)
+            if data[0] == MessageAction.REGISTER_CLIENT.value:
+                await _close_socket(self, 1002, "register failed")
+
+    return screened
+
+
+class _GuardedSocket:
+    """A client's WebSocket as Flet sees it: a frame over the guard's size
+    limit closes it (1009) before Flet decodes it, a text frame (which Flet
+    cannot read) arrives empty (which Flet skips), and once closed it reads
+    as disconnected (not as an error Flet would log with a traceback)."""
+
+    def __init__(self, websocket: Any, app: FletApp) -> None:
+        self._websocket = websocket
+        self._app = weakref.ref(app)
+        self._closed: int | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._websocket, name)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close once; later reads raise WebSocketDisconnect with this code."""
+        if self._closed is None:
+            self._closed = code
+            await self._websocket.close(code=code, reason=reason)
+
+    async def receive_bytes(self) -> bytes:
+        """The next binary frame, after the closed, text-frame and size checks."""
+        if self._closed is not None:
+            raise WebSocketDisconnect(self._closed)
+        try:
+            data = await self._websocket.receive_bytes()
+        except KeyError:  # a text frame: its ASGI message has no "bytes"
+            data = None
+        app = self._app()
+        if app is None:
+            return data or b""
+        if not isinstance(data, bytes):
+            _refuse(app, "malformed", "a text frame")
+            return b""
+        limit = _guard.max_frame_bytes() if _guard is not None else None
+        if limit is not None and len(data) > limit:
+            _refuse(app, "oversize", f"a {len(data):,}-byte frame (limit {limit:,})")
+            await self.close(1009, "message too big")
+            raise WebSocketDisconnect(1009, "message too big")
+        return data
+
+
+def _tolerate_undecodable() -> None:
+    """Make flet-web's receive loop hand undecodable frames to the screen."""
+    module = sys.modules[FletApp.__module__]
+    if getattr(module, "msgpack", None) is not msgpack:
+        raise RuntimeError(
+            f"{module.__name__} no longer decodes frames with its module-level "
+            "`msgpack` (flet-resilient's inbound screen needs it): unsupported "
+            f"flet-web {FLET_VERSION}"
+        )
+    module.msgpack = _TolerantMsgpack()  # type: ignore[attr-defined]
+
+
 PATCHED: tuple[tuple[type, str], ...] = (
     (FletApp, "handle"),
     (FletApp, "send_message"),
@@ -467,6 +751,7 @@ def _install() -> None:
     _check_flet()
     FletApp._flet_resilient_installed = True
     FletApp._FletApp__send_queue = _SendQueueSlot()
+    _tolerate_undecodable()
 
     original_handle = FletApp.handle
     original_send_loop = FletApp._FletApp__send_loop
@@ -500,7 +785,7 @@ def _install() -> None:
         watch_loop()
         _live_apps.add(self)
         try:
-            await original_handle(self, websocket)
+            await original_handle(self, _GuardedSocket(websocket, self))
         except Exception as exc:  # the send loop died on a vanished client
             logger.debug("Flet socket ended with %r", exc)
         finally:
@@ -588,21 +873,16 @@ def _install() -> None:
     @functools.wraps(original_on_message)
     async def on_message(self: FletApp, data: Any) -> None:
         registering = data[0] == MessageAction.REGISTER_CLIENT.value
-        if registering and data[1].get("session_id"):
-            await _vet_register(self, data[1])
         token = _from_client.set(data[0] == MessageAction.CONTROL_EVENT.value)
         try:
             await original_on_message(self, data)
         finally:
             _from_client.reset(token)
+            if registering:
+                _note_registered(self)
         session = self._FletApp__session
         if data[0] in _CLIENT_ACTIVITY and session is not None:
             _run_hooks("activity", session)
-        if registering and session is not None:
-            _session_mains.setdefault(session, self._FletApp__main)
-            if self in _from_elsewhere:
-                _from_elsewhere.discard(self)
-                _from_elsewhere.add(session)
 
     @functools.wraps(original_unique_id)
     def unique_session_id(self: FletApp, session_id: str) -> str:
@@ -691,7 +971,7 @@ def _install() -> None:
     Session._Session__send_message = session_send  # type: ignore[attr-defined]
     Session.handle_invoke_method_results = invoke_results  # type: ignore[method-assign]
     Session.dispatch_event = dispatch_event  # type: ignore[method-assign]
-    FletApp._FletApp__on_message = on_message
+    FletApp._FletApp__on_message = _screened(on_message)
     FletApp._FletApp__get_unique_session_id = unique_session_id
     FletAppManager.shutdown = shutdown
 

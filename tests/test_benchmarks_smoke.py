@@ -91,3 +91,12 @@ def test_bench_memory_smoke_recycles_a_worker_and_every_state_comes_back(tmp_pat
     exits = re.search(r"- recycle: .*worker exits (\d+)", report)
     assert exits is not None and int(exits.group(1)) >= 1, report
     assert "every client back after a drain found its state: met" in report, report
+
+
+@pytest.mark.timeout(300)
+def test_bench_hostile_smoke_runs_every_attack_against_both_servers(tmp_path):
+    report = run_benchmark("bench_hostile.py", tmp_path / "hostile.md", "--smoke")
+    for server in ("plain", "resilient"):
+        for phase in ("idle", "big-frames", "event-flood", "reregister"):
+            assert f"| {server} | {phase} |" in report, report
+    assert "- goal met:" in report, report
