@@ -12,7 +12,8 @@ server, never by an import) checks that every method it wraps exists
   closed session is freed by reference counting (no Session <-> FletApp cycle);
 * the per-socket send queue is thread-safe (a worker thread's `update()` wakes
   the loop at once instead of waiting ~100 ms) and measures its backlog;
-* hooks the mitigations plug into: a patch sink per session (coalescing), an
+* hooks the mitigations plug into: a patch sink per session (coalescing; it
+  takes plain `update()` patches and declarative components' re-renders), an
   outbox per session (replay buffer), session lifecycle events, and the
   REGISTER_CLIENT vetting that keeps sessions to their app and takes a session
   over from a stale socket;
@@ -32,13 +33,15 @@ import logging
 import secrets
 import sys
 import threading
+import traceback
 import weakref
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeGuard
 
 import msgpack
 from fastapi import WebSocketDisconnect
+from flet.components.component import Component
 from flet.controls.base_control import BaseControl
 from flet.controls.context import _context_page, context
 from flet.controls.control_event import Event
@@ -69,6 +72,7 @@ __all__ = [
     "SendQueue",
     "UnsupportedFletVersion",
     "came_from_elsewhere",
+    "cannot_route",
     "close_session",
     "close_sockets",
     "control_count",
@@ -83,6 +87,7 @@ __all__ = [
     "installed",
     "invoke_call",
     "invoke_pending",
+    "is_component",
     "is_connected",
     "is_flet_event",
     "is_one_shot",
@@ -271,6 +276,9 @@ class PatchSink(Protocol):
     def merge(self, control: BaseControl) -> bool:
         """True if `control`'s patch is already pending here (nothing to do)."""
 
+    def bypassed(self, shape: str) -> None:
+        """A `patch_control` call of `shape` could not be deferred: sent at once."""
+
 
 _sinks: weakref.WeakKeyDictionary[Session, PatchSink] = weakref.WeakKeyDictionary()
 _held: dict[int, PatchSink] = {}
@@ -289,11 +297,50 @@ def release(control: BaseControl) -> None:
 
 
 def set_patch_sink(session: Session, sink: PatchSink | None) -> None:
-    """Route the session's plain `update()` patches to `sink` (None: directly)."""
+    """Route the session's plain `update()` patches and its components'
+    re-renders to `sink` (None: directly)."""
     if sink is None:
         _sinks.pop(session, None)
     else:
         _sinks[session] = sink
+
+
+_sending: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "flet_resilient_sending", default=False
+)
+"""Set while a sink's pending patch is diffed and sent (see `patch_now`)."""
+
+_PATCH_PARAMETERS = ("prev_control", "parent", "path", "frozen")
+"""`Session.patch_control`'s parameters after `control`, in order."""
+
+
+def _patch_arguments(args: tuple[Any, ...], kw: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a `patch_control` call after `control`, by name."""
+    return dict(zip(_PATCH_PARAMETERS, args, strict=False)) | kw
+
+
+def _plain_patch(
+    control: BaseControl, args: tuple[Any, ...], kw: dict[str, Any]
+) -> bool:
+    """Whether a `patch_control` call means just `patch_control(control)`."""
+    if not args and not kw:
+        return True  # the hot path: every plain `update()`
+    given = _patch_arguments(args, kw)
+    prev = given.get("prev_control")
+    return (
+        given.keys() <= set(_PATCH_PARAMETERS)
+        and (prev is None or prev is control)
+        and given.get("parent") is None
+        and not given.get("path")
+        and not given.get("frozen")
+    )
+
+
+def _patch_shape(args: tuple[Any, ...], kw: dict[str, Any]) -> str:
+    """A call's shape for a warning, e.g. `patch_control(control, parent=Column)`."""
+    given = _patch_arguments(args, kw)
+    shown = "".join(f", {name}={type(v).__name__}" for name, v in given.items())
+    return f"patch_control(control{shown})"
 
 
 _ORDERED_ACTIONS = (MessageAction.INVOKE_METHOD, MessageAction.SESSION_CRASHED)
@@ -723,6 +770,7 @@ PATCHED: tuple[tuple[type, str], ...] = (
     (Session, "disconnect"),
     (Session, "dispatch_event"),
     (Session, "patch_control"),
+    (Session, "schedule_update"),
     (Session, "handle_invoke_method_results"),
     (Session, "_Session__send_message"),
     (BaseControl, "page"),
@@ -774,6 +822,7 @@ def _install() -> None:
     original_on_message = FletApp._FletApp__on_message
     original_unique_id = FletApp._FletApp__get_unique_session_id
     original_patch_control = Session.patch_control
+    original_schedule_update = Session.schedule_update
     original_send_message = FletApp.send_message
     original_page = BaseControl.page.fget  # type: ignore[attr-defined]
     original_update = BaseControl.update
@@ -917,10 +966,24 @@ def _install() -> None:
         self: Session, control: BaseControl, *args: Any, **kw: Any
     ) -> None:
         sink = _sinks.get(self)
-        if sink is None or args or kw:
+        if sink is None or _sending.get():  # caused by a diff the sink runs
             original_patch_control(self, control, *args, **kw)
-        else:
+        elif _plain_patch(control, args, kw):
             sink.defer(control)
+        else:
+            sink.flush()  # what was deferred before it goes first
+            original_patch_control(self, control, *args, **kw)
+            sink.bypassed(_patch_shape(args, kw))
+
+    @functools.wraps(original_schedule_update)
+    def schedule_update(self: Session, control: BaseControl) -> None:
+        sink = _sinks.get(self)
+        if sink is not None and is_component(control):
+            # A component's state changed (in a handler, task or thread): its
+            # re-render waits in the sink instead of Flet's updates scheduler.
+            sink.defer(control)
+        else:
+            original_schedule_update(self, control)
 
     @functools.wraps(original_update)
     def update(self: BaseControl) -> None:
@@ -953,7 +1016,10 @@ def _install() -> None:
             sink.flush()
             return original_page(self)
 
+    patch_control._flet_resilient = True  # type: ignore[attr-defined]
+    schedule_update._flet_resilient = True  # type: ignore[attr-defined]
     Session.patch_control = patch_control  # type: ignore[method-assign]
+    Session.schedule_update = schedule_update  # type: ignore[method-assign]
     BaseControl.update = update  # type: ignore[method-assign]
     FletApp.send_message = send_message
     BaseControl.page = property(  # type: ignore[method-assign,assignment]
@@ -1061,8 +1127,51 @@ def send_queue(session: Session) -> SendQueue | None:
 
 
 def patch_now(session: Session, control: BaseControl) -> None:
-    """Diff and send `control` at once, bypassing any patch sink."""
-    Session.patch_control.__wrapped__(session, control)  # type: ignore[attr-defined]
+    """Diff and send `control` at once, bypassing any patch sink (a component
+    is re-rendered). Patches the diff causes itself (the render's, a dialog
+    hook's) go straight out with it."""
+    token = _sending.set(True)
+    try:
+        if is_component(control):
+            _render(session, control)
+        else:
+            Session.patch_control.__wrapped__(session, control)  # type: ignore[attr-defined]
+    finally:
+        _sending.reset(token)
+
+
+def _render(session: Session, component: Component) -> None:
+    """Re-render a component now, as Flet's updates scheduler would.
+
+    Its frozen diff compares the body the client has with the new one, so
+    however many state changes were merged, the patch is exact. A render that
+    raises is reported like a failing handler instead of ending the flush.
+    """
+    token = _context_page.set(session.page)
+    try:
+        component.update()
+    except Exception as exc:
+        logger.exception("re-render of %s failed", component)
+        session.error(f"{exc}\n{traceback.format_exc()}")
+    finally:
+        _context_page.reset(token)
+
+
+def cannot_route(session: Session) -> str | None:
+    """Why this session's patches would not reach a patch sink, if they would not."""
+    if not installed():
+        return (
+            "the seam is not installed (decorate main, or call"
+            " flet_resilient.install() before serving; FLET_RESILIENT_DISABLE=1?)"
+        )
+    cls = type(session)
+    for method in ("patch_control", "schedule_update"):
+        if not getattr(getattr(cls, method), "_flet_resilient", False):
+            return f"{cls.__qualname__}.{method} is not the one flet-resilient wraps"
+    connection = session.connection
+    if connection is not None and not isinstance(connection, FletApp):
+        return f"the page is served by {type(connection).__qualname__}, not flet_web"
+    return None
 
 
 async def close_session(session: Session) -> None:
@@ -1106,6 +1215,11 @@ def dismantle(page: Page) -> None:
 def control_count(session: Session) -> int:
     """Controls mounted in the session (a proxy for its memory)."""
     return len(session.index)
+
+
+def is_component(control: BaseControl) -> TypeGuard[Component]:
+    """Whether a control is a declarative component (`@ft.component`)."""
+    return isinstance(control, Component)
 
 
 def control_page(control: BaseControl) -> Page | None:
