@@ -4,8 +4,10 @@ Run from the repository root (about a minute with the defaults, each):
 
     python benchmarks/bench_coalesce.py                     # 100 sessions, 200/s, 10 s
     python benchmarks/bench_coalesce.py --scenario clicks   # 50 sessions, 50 Hz, 20 s
+    python benchmarks/bench_coalesce.py --scenario components  # 100, 200/s, 10 s
     python benchmarks/bench_coalesce.py --smoke             # a quick check (~10 s)
     python benchmarks/bench_coalesce.py --scenario clicks --smoke
+    python benchmarks/bench_coalesce.py --scenario components --smoke
 
 Two phases, each with its own server (`flet_resilient.testing.FletServer`, a
 thread of this process) and freshly connected simulated users
@@ -39,12 +41,20 @@ ticker's patch frames per second per session (mean and max). Goals: with the
 coalescer, click->patch p50 within 2 ms of plain Flet's, the ticker at most
 `--max-hz` frames a second, every click answered.
 
+`--scenario components`: the dashboard's measurement and goals, with the card
+written as a Flet 1.0 declarative component (`@ft.component`, rendered by
+`page.render`). Its producer, started in `on_mounted`, keeps the same
+absolute schedule and sets the card's `use_state` (text, fraction done)
+instead of calling `update()`; each set re-renders the component, which plain
+Flet sends as one patch per state change.
+
 The users run in a child process (`--clients`), so decoding 20,000 frames a
 second does not take the server's GIL; `--in-process` runs them on this
 process's main thread instead (they then slow the server down). The markdown
 table goes to stdout and to `--output` (default `benchmarks/results/`
-`coalesce.md`, `coalesce_clicks.md` for the clicks; gitignored). `--smoke`:
-10 sessions for 2 s (clicks: 5 sessions for 4 s).
+`coalesce.md`, `coalesce_clicks.md` for the clicks, `coalesce_components.md`;
+gitignored). `--smoke`: 10 sessions for 2 s (clicks: 5 sessions for 4 s;
+components: 5 sessions for 3 s).
 """
 
 from __future__ import annotations
@@ -82,17 +92,23 @@ from flet_resilient.metrics import Histogram
 from flet_resilient.testing import Action, FletClient, FletServer, wait_until
 
 MODES = ("plain", "coalesced")
-SCENARIOS = ("dashboard", "clicks")
+SCENARIOS = ("dashboard", "clicks", "components")
 DEFAULTS: dict[str, dict[str, float]] = {
     "dashboard": {"sessions": 100, "rate": 200.0, "duration": 10.0},
     "clicks": {"sessions": 50, "rate": 50.0, "duration": 20.0},
+    "components": {"sessions": 100, "rate": 200.0, "duration": 10.0},
 }
 SMOKE: dict[str, dict[str, float]] = {
     "dashboard": {"sessions": 10, "duration": 2.0},
     "clicks": {"sessions": 5, "duration": 4.0},
+    "components": {"sessions": 5, "duration": 3.0},
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-REPORTS = {"dashboard": "coalesce.md", "clicks": "coalesce_clicks.md"}
+REPORTS = {
+    "dashboard": "coalesce.md",
+    "clicks": "coalesce_clicks.md",
+    "components": "coalesce_components.md",
+}
 GOAL_BYTES = 10.0  # coalesced sends at least 10x fewer bytes
 GOAL_CPU = 5.0  # ... and uses at least 5x less server CPU
 NOISY_CORES = 0.2  # other processes' CPU use that makes a phase's numbers suspect
@@ -144,6 +160,13 @@ async def produce(feed: Feed, page: ft.Page, show: Show) -> None:
         feed.producing -= 1
 
 
+def served(
+    main: Callable[[ft.Page], Any], max_hz: float | None
+) -> Callable[[ft.Page], Any]:
+    """`main` as plain Flet (`max_hz` None) or under `coalesce_updates(max_hz)`."""
+    return main if max_hz is None else coalesce_updates(max_hz=max_hz)(main)
+
+
 def make_app(feed: Feed, max_hz: float | None) -> Callable[[ft.Page], Any]:
     """A card with a Text and a ProgressBar, fed by a per-session producer."""
 
@@ -160,7 +183,7 @@ def make_app(feed: Feed, max_hz: float | None) -> Callable[[ft.Page], Any]:
 
         page.run_task(produce, feed, page, show)
 
-    return main if max_hz is None else coalesce_updates(max_hz=max_hz)(main)
+    return served(main, max_hz)
 
 
 def make_clicks_app(feed: Feed, max_hz: float | None) -> Callable[[ft.Page], Any]:
@@ -184,10 +207,40 @@ def make_clicks_app(feed: Feed, max_hz: float | None) -> Callable[[ft.Page], Any
         page.add(ticker, count, ft.Button("+1", key="plus", on_click=plus))
         page.run_task(produce, feed, page, show)
 
-    return main if max_hz is None else coalesce_updates(max_hz=max_hz)(main)
+    return served(main, max_hz)
 
 
-APPS = {"dashboard": make_app, "clicks": make_clicks_app}
+def make_components_app(feed: Feed, max_hz: float | None) -> Callable[[ft.Page], Any]:
+    """The dashboard's card as an `@ft.component`: its producer, started in
+    `on_mounted`, sets a `use_state` (text, fraction done) at each tick."""
+
+    @ft.component
+    def Card() -> ft.Control:
+        (text, done), set_shown = ft.use_state(("0", 0.0))
+        page = ft.context.page
+
+        def show(text: str, done: float) -> None:
+            set_shown((text, done))
+
+        async def start() -> None:
+            await produce(feed, page, show)
+
+        ft.on_mounted(start)
+        value = ft.Text(text, key="value")
+        bar = ft.ProgressBar(value=done, key="bar")
+        return ft.Column([ft.Text("metric"), value, bar], key="card")
+
+    def main(page: ft.Page) -> None:
+        page.render(Card)
+
+    return served(main, max_hz)
+
+
+APPS = {
+    "dashboard": make_app,
+    "clicks": make_clicks_app,
+    "components": make_components_app,
+}
 
 
 class LoopProbe:
@@ -368,7 +421,7 @@ async def click_along(tally: Tally, duration: float, rng: random.Random) -> None
 
 async def users_act(tallies: list[Tally], args: argparse.Namespace) -> None:
     """What the users do while the producers run: watch, or also click."""
-    if args.scenario == "dashboard":
+    if args.scenario != "clicks":
         await asyncio.sleep(args.duration)
         return
     await asyncio.gather(
@@ -600,6 +653,8 @@ def settings(args: argparse.Namespace) -> str:
         )
     else:
         load = f"producers at {args.rate:g} updates/s each for {args.duration:g} s"
+    if args.scenario == "components":
+        load += " (an @ft.component's use_state set at each update)"
     return (
         f"- {args.sessions} sessions, {load}; coalesced at max_hz={args.max_hz:g}; "
         f"users in {where}"
@@ -735,8 +790,16 @@ def clicks_goals(
     }
 
 
-TABLES = {"dashboard": dashboard_rows, "clicks": clicks_rows}
-GOALS = {"dashboard": dashboard_goals, "clicks": clicks_goals}
+TABLES = {
+    "dashboard": dashboard_rows,
+    "clicks": clicks_rows,
+    "components": dashboard_rows,
+}
+GOALS = {
+    "dashboard": dashboard_goals,
+    "clicks": clicks_goals,
+    "components": dashboard_goals,
+}
 
 
 def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
@@ -775,7 +838,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scenario",
         choices=SCENARIOS,
         default="dashboard",
-        help="dashboard: a 200 Hz card; clicks: clicks beside a 50 Hz ticker",
+        help="dashboard: a 200 Hz card; clicks: clicks beside a 50 Hz ticker; "
+        "components: the 200 Hz card as a component (use_state)",
     )
     parser.add_argument(
         "--smoke",
@@ -809,7 +873,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--out",
         type=Path,
         help="report file (default benchmarks/results/coalesce.md, or "
-        "coalesce_clicks.md for the clicks; gitignored)",
+        "coalesce_clicks.md, coalesce_components.md; gitignored)",
     )
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

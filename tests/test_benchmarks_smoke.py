@@ -65,6 +65,23 @@ def test_bench_coalesce_smoke_caps_the_dashboard_and_delivers_its_final_value(
 
 
 @pytest.mark.timeout(300)
+def test_bench_coalesce_components_smoke_caps_use_state_and_delivers_its_final_value(
+    tmp_path,
+):
+    report = run_benchmark(
+        "bench_coalesce.py",
+        tmp_path / "components.md",
+        "--smoke",
+        "--scenario",
+        "components",
+    )
+    column = "frames/s/session (max)"
+    assert mean(cell(report, "plain", column)) > 40, report  # 200 state sets/s each
+    assert mean(cell(report, "coalesced", column)) <= 21, report  # max_hz=20
+    assert cell(report, "coalesced", "final values") == "100 %", report
+
+
+@pytest.mark.timeout(300)
 def test_bench_coalesce_clicks_smoke_answers_clicks_without_the_rate_window(
     tmp_path,
 ):
