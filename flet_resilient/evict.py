@@ -106,6 +106,7 @@ class _Tracker:
         self.cache = _SessionCache(self, max_sessions or sys.maxsize)
         self._evicting: weakref.WeakSet[Session] = weakref.WeakSet()
         self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def expires_at(self, session: Session, connected: bool, now: float) -> float:
         return now + (self.idle_ttl if connected else self.disconnected_ttl)
@@ -114,6 +115,7 @@ class _Tracker:
         """Client activity, a connect or a disconnect: restart its clock."""
         self.cache[session] = session.connection is not None
         if self._sweeper is None or self._sweeper.done():
+            self._loop = asyncio.get_running_loop()
             self._sweeper = spawn(self._sweep())
 
     def forget(self, session: Session) -> None:
@@ -131,6 +133,14 @@ class _Tracker:
         return sum(estimated_bytes(s) for s in list(self.cache))
 
     def evict_soon(self, session: Session, reason: str) -> None:
+        """Evict on the loop; from a thread too (e.g. `stats()` from a metrics
+        endpoint, whose look at the cache expires what is due)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self.evict_soon, session, reason)
+            return  # (a closed loop: its server, and so the session, is gone)
         spawn(self._evict(session, reason))
 
     async def _evict(self, session: Session, reason: str) -> None:

@@ -68,6 +68,7 @@ class Bound:
     timer: asyncio.TimerHandle | None = None
     last_write: float = -math.inf
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
 
     @property
     def key(self) -> str:
@@ -96,8 +97,10 @@ def bound(session: Session) -> Bound | None:
 
 
 def bound_sessions() -> list[Session]:
-    """Every session with an app state in this process."""
-    return list(_states.keys())
+    """Every session with an app state served by the running loop (a process
+    may run several servers, e.g. tests, each draining only its own)."""
+    loop = asyncio.get_running_loop()
+    return [session for session, state in list(_states.items()) if state.loop is loop]
 
 
 async def save(session: Session) -> str:
