@@ -24,7 +24,13 @@ from flet_resilient.background import spawn
 from flet_resilient.metrics import Histogram, count, register_section
 from flet_resilient.stores import Record, StateStore
 
-__all__ = ["DurableStore", "StoreUnavailable", "kept_writes", "store_latency"]
+__all__ = [
+    "DurableStore",
+    "StoreUnavailable",
+    "flush_kept",
+    "kept_writes",
+    "store_latency",
+]
 
 logger = logging.getLogger("flet_resilient.stores")
 
@@ -125,16 +131,21 @@ class DurableStore:
         while self.kept:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
-            for key, write in list(self.kept.items()):
-                try:
-                    await self._call(
-                        self.store.write, key, write.value, write.version, write.ttl
-                    )
-                except StoreUnavailable:
-                    break
-                if self.kept.get(key) is write:
-                    del self.kept[key]
-                count("store.writes_retried")
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Retry the kept writes now, until one fails; how many are still kept."""
+        for key, write in list(self.kept.items()):
+            try:
+                await self._call(
+                    self.store.write, key, write.value, write.version, write.ttl
+                )
+            except StoreUnavailable:
+                break
+            if self.kept.get(key) is write:
+                del self.kept[key]
+            count("store.writes_retried")
+        return len(self.kept)
 
     async def _call(self, operation: Callable[..., Any], *args: Any) -> Any:
         started = time.perf_counter()
@@ -196,6 +207,15 @@ _all: weakref.WeakSet[DurableStore] = weakref.WeakSet()
 def kept_writes() -> int:
     """Writes this process holds in memory because their store is down."""
     return sum(len(store.kept) for store in list(_all))
+
+
+async def flush_kept() -> int:
+    """Retry every store's kept writes now (drain, before the process exits:
+    the retry loop may be in a backoff sleep); how many are still kept."""
+    for store in list(_all):
+        if store.kept:
+            await store.flush()
+    return kept_writes()
 
 
 def _section() -> dict[str, Any]:

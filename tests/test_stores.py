@@ -113,6 +113,24 @@ async def test_a_kept_write_never_regresses_a_newer_stored_state():
     assert await durable.read("k") == (30, b"newer, from another worker")
 
 
+async def test_drain_sends_kept_writes_without_waiting_for_the_retry(monkeypatch):
+    """A write kept after a failed call dies with the process unless drain
+    sends it: the retry loop may be in a long backoff sleep."""
+    from flet_resilient import durable
+    from flet_resilient.drain import drain
+
+    monkeypatch.setattr(durable, "RETRY_FIRST_S", 3600.0)
+    broken = Broken()
+    store = DurableStore(broken, timeout=0.2)
+    assert await store.write("k", b"kept", version=10, ttl=60)
+    assert store.kept
+    broken.down = False  # the store answers again; the retry sleeps on
+    report = await drain(timeout=5)
+    assert report.unsent == 0
+    assert await broken.inner.read("k") == (10, b"kept")
+    assert store.healthy and not store.kept
+
+
 async def _wait(predicate, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
