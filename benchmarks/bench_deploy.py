@@ -5,7 +5,7 @@ Run from the repository root (needs redis-server and haproxy: `.ci/install-redis
 `.ci/install-haproxy`; `pip install -e .[test]` for redis-py and psutil):
 
     python benchmarks/bench_deploy.py           # 200 users, about 2 minutes
-    python benchmarks/bench_deploy.py --smoke   # 6 users, about 30 s
+    python benchmarks/bench_deploy.py --smoke   # 6 users, about 40 s
 
 Two phases, `plain` (`FLET_RESILIENT_DISABLE=1`) and `resilient`, each on a
 fresh `flet_resilient.cluster.Cluster`: a real redis-server, 2 uvicorn workers
@@ -24,8 +24,12 @@ Whenever a user's socket closes it comes back like the Flutter client: the same
 session id and storage (its signed key), a new socket through HAProxy after
 500 ms, the wait doubling after each failed try (30 s in all). The page is
 consistent when it shows the count and note the user last saw (step 2: every
-change, all older than `save_delay`); a page showing anything else loses that
-user. Users never disconnected are kept if their page is still right.
+change, all older than `save_delay`). A page showing anything else loses that
+user, unless the server closes it within 5 s and the next page is right:
+flet-resilient does that to a session begun while the store did not answer in
+time (its fresh provisional state is replaced by the stored one); such users
+are kept but counted apart. Users never disconnected are kept if their page is
+still right.
 
 Reported per phase: users kept per step; reconnect -> consistent p50/p99 (from
 the start of the try that got the page; and from the socket closing, which
@@ -34,7 +38,8 @@ sessions" log line) and SIGTERM -> exit; store writes per second from Redis's
 own counters (`evalsha` calls: writes tried, `hset` calls: writes done); worker
 CPU. Goal (flet-resilient): 100 % kept in both steps, reconnect -> consistent
 p99 < 500 ms. The markdown table goes to stdout and to `--output` (default
-`benchmarks/results/deploy.md`, gitignored).
+`benchmarks/results/deploy.md`, gitignored); `--keep-logs DIR` keeps the
+workers', Redis's and HAProxy's logs.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import random
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,13 +88,14 @@ CLICKS = (1, 5)  # clicks per user before the rolling restart
 FIRST_RETRY_S = 0.5  # the Flutter client's first reconnect wait, then doubled
 RETRY_BOUND_S = 30.0  # a user with no page back this long after closing failed
 TRY_TIMEOUT_S = 10.0  # one reconnect try: socket, page and main's controls
-WRONG_GRACE_S = 1.0  # how long a returning page may show a wrong state
+RELOAD_GRACE_S = 5.0  # how long a wrong page is watched for a reload
 QUIET_S = 1.0  # after a disruption, socket closings still followed
 SAVE_MARGIN_S = 0.5  # on top of save_delay before the SIGKILL
 STEP_TIMEOUT_S = 60.0  # longest wait for one click, or for all reconnects
 SAMPLE_S = 0.25  # how often worker CPU and Redis counters are sampled
 NOISY_CORES = 0.2  # other processes' CPU use that makes a phase's numbers suspect
 DRAINED = re.compile(r"drained (\d+) sessions in ([\d.]+) s")
+OUTAGE = re.compile(r"state store \S+ unavailable")
 RETRYABLE = (OSError, TimeoutError, ConnectionError, websockets.WebSocketException)
 
 
@@ -150,6 +157,7 @@ class Step:
     users: int
     disconnected: set[int] = field(default_factory=set)
     lost: set[int] = field(default_factory=set)  # came back to a wrong page
+    wrong: set[int] = field(default_factory=set)  # shown a wrong page at first
     failed: set[int] = field(default_factory=set)  # no page back in time
     reconnect_ms: list[float] = field(default_factory=list)  # try -> consistent
     outage_ms: list[float] = field(default_factory=list)  # closed -> consistent
@@ -161,6 +169,7 @@ class Step:
     writes: Writes | None = None
     seconds: float = 0.0
     note: str = ""
+    served: Counter[str] = field(default_factory=Counter)  # pid -> pages back
 
     @property
     def kept(self) -> int:
@@ -168,7 +177,37 @@ class Step:
 
 
 async def come_back(user: User, url: str, closed_at: float, step: Step) -> None:
-    """Reconnect like the Flutter client until a page arrives; judge the page."""
+    """Reconnect until the page shows the user's state; else lost (or failed).
+
+    A wrong page may still be put right: a session begun while the store did
+    not answer in time gets a provisional fresh state, and flet-resilient
+    closes it (the client reconnects) once the store answers and holds the
+    user's own. So a wrong page is watched for `RELOAD_GRACE_S`.
+    """
+    first = True
+    while (began := await reconnect(user, url, closed_at, step)) is not None:
+        if first:
+            step.page_ms.append((time.perf_counter() - closed_at) * 1000)
+            first = False
+        if user.shows():
+            if user.index not in step.lost:
+                now = time.perf_counter()
+                step.reconnect_ms.append((now - began) * 1000)
+                step.outage_ms.append((now - closed_at) * 1000)
+            return
+        step.wrong.add(user.index)
+        late = time.perf_counter() > closed_at + RETRY_BOUND_S
+        if late or not await closes_soon(user.client):
+            step.lost.add(user.index)
+            user.adopt()
+            return
+        step.closings += 1
+    step.failed.add(user.index)
+
+
+async def reconnect(user: User, url: str, closed_at: float, step: Step) -> float | None:
+    """Try like the Flutter client (the same session id and storage, 500 ms,
+    doubling) until a page arrives; the start of that try (None: gave up)."""
     delay = FIRST_RETRY_S
     while True:
         await asyncio.sleep(delay)
@@ -180,16 +219,15 @@ async def come_back(user: User, url: str, closed_at: float, step: Step) -> None:
         step.tries += 1
         try:
             await asyncio.wait_for(page_back(fresh), TRY_TIMEOUT_S)
-            user.client = fresh
-            step.page_ms.append((time.perf_counter() - closed_at) * 1000)
-            await judge(user, began, closed_at, step)
-            return
         except RETRYABLE:
             abort(fresh)
             if time.perf_counter() + 2 * delay > closed_at + RETRY_BOUND_S:
-                step.failed.add(user.index)
-                return
+                return None
             delay *= 2
+            continue
+        user.client = fresh
+        step.served[str(fresh.value("pid"))] += 1
+        return began
 
 
 async def page_back(client: FletClient) -> None:
@@ -198,21 +236,13 @@ async def page_back(client: FletClient) -> None:
     await client.wait_for(lambda: client.find("count"), TRY_TIMEOUT_S)
 
 
-async def judge(user: User, began: float, closed_at: float, step: Step) -> None:
-    """Time a returning page that shows the user's state; else the user is lost.
-
-    ConnectionError (closed again while shown wrong) goes to the caller's retry.
-    """
+async def closes_soon(client: FletClient) -> bool:
+    """Whether the server closes this page within `RELOAD_GRACE_S`."""
     try:
-        await user.client.wait_for(user.shows, WRONG_GRACE_S)
+        await asyncio.wait_for(client.closed.wait(), RELOAD_GRACE_S)
     except TimeoutError:
-        step.lost.add(user.index)
-        user.adopt()
-        return
-    if user.index not in step.lost:
-        now = time.perf_counter()
-        step.reconnect_ms.append((now - began) * 1000)
-        step.outage_ms.append((now - closed_at) * 1000)
+        return False
+    return True
 
 
 def abort(client: FletClient) -> None:
@@ -333,7 +363,7 @@ class Sampler:
         self.cluster = cluster
         self.store = store
         self.meter = CpuMeter()
-        self.worker_pids: set[int] = set()
+        self.worker_pids: dict[int, str] = {}  # pid -> worker name
         self.writes: list[tuple[float, int]] = []  # (time, writes tried)
         self.task: asyncio.Task[None] | None = None
 
@@ -362,7 +392,7 @@ class Sampler:
         for worker in self.cluster.workers:
             process = worker.process
             if process is not None and process.poll() is None:
-                self.worker_pids.add(process.pid)
+                self.worker_pids[process.pid] = worker.name
 
     @property
     def worker_cpu_s(self) -> float:
@@ -401,6 +431,9 @@ class Phase:
     setup: Step = field(default_factory=lambda: Step("setup", 0))
     peak_writes_per_s: float = 0.0
     worker_cpu_s: float = 0.0
+    users_cpu_s: float = 0.0  # this process: the simulated users
+    worker_pids: dict[int, str] = field(default_factory=dict)  # pid -> name
+    store_outages: int = 0  # "state store ... unavailable" lines the workers logged
     seconds: float = 0.0
     own_cores: float = 0.0
     other_cores: float = 0.0
@@ -455,7 +488,10 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
     phase = Phase(mode, args.users)
     rng = random.Random(f"{args.seed}-deploy")
     env = phase_env(mode, args.save_delay)
-    async with Cluster(APP, cwd=APPS, workers=2, env=env) as cluster:
+    log_dir = args.keep_logs / mode if args.keep_logs else None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    async with Cluster(APP, cwd=APPS, workers=2, env=env, log_dir=log_dir) as cluster:
         store = aioredis.Redis.from_url(cluster.redis.url)
         started = time.perf_counter()
         users: list[User] = []
@@ -466,10 +502,16 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
                 phase.steps.append(
                     await kill_step(cluster, users, store, args.save_delay)
                 )
-            phase.peak_writes_per_s = sampler.peak_writes_per_s()
-            phase.worker_cpu_s = sampler.worker_cpu_s
             phase.seconds = time.perf_counter() - started
             phase.own_cores, phase.other_cores = sampler.meter.cores()
+            phase.peak_writes_per_s = sampler.peak_writes_per_s()
+            phase.worker_cpu_s = sampler.worker_cpu_s
+            phase.users_cpu_s = sampler.meter.used(os.getpid())
+            phase.worker_pids = sampler.worker_pids
+            phase.store_outages = sum(
+                len(OUTAGE.findall(w.log_path.read_text(errors="replace")))
+                for w in cluster.workers
+            )
         finally:
             await close_all([u.client for u in users])
             await store.aclose()
@@ -532,6 +574,11 @@ def rows(phases: list[Phase]) -> list[tuple[str, list[str]]]:
         "socket closed -> page back, any state, p50 / p99 ms",
         lambda p: p50_p99([v for s in p.steps for v in s.page_ms]),
     )
+    for i, name in enumerate(("rolling restart", "SIGKILL")):
+        row(
+            f"users first shown a wrong page, then their own: {name}",
+            lambda p, i=i: str(len(p.steps[i].wrong - p.steps[i].lost)),
+        )
     row(
         "reconnect tries / users with no page in 30 s",
         lambda p: (
@@ -555,18 +602,21 @@ def rows(phases: list[Phase]) -> list[tuple[str, list[str]]]:
             f"store writes tried / done, per s: {label}",
             lambda p, f=step_writes: writes_cell(*f(p)),
         )
+    row(
+        "store outages logged by the workers (a call over store_timeout)",
+        lambda p: str(p.store_outages),
+    )
     row("store writes/s, peak (1 s window)", lambda p: f"{p.peak_writes_per_s:.0f}")
     row(
         "store reads (restores tried)",
         lambda p: str(sum(s.writes.reads for s in p.steps if s.writes)),
     )
     row(
-        "worker CPU s (all worker processes) / phase s",
-        lambda p: f"{p.worker_cpu_s:.1f} / {p.seconds:.1f}",
-    )
-    row(
-        "CPU cores: bench tree / others",
-        lambda p: f"{p.own_cores:.2f} / {p.other_cores:.2f}",
+        "CPU s: workers / simulated users / other processes, in phase s",
+        lambda p: (
+            f"{p.worker_cpu_s:.1f} / {p.users_cpu_s:.1f} / "
+            f"{p.other_cores * p.seconds:.1f}, {p.seconds:.1f}"
+        ),
     )
     return table
 
@@ -576,6 +626,29 @@ def writes_cell(writes: Writes | None, seconds: float) -> str:
     if writes is None:
         return "n/a"
     return f"{writes.tried} / {writes.done}, {per_s(writes.tried, seconds)}/s"
+
+
+def phase_notes(phase: Phase) -> list[str]:
+    """Where the users came back, and a warning if a page came from elsewhere."""
+    names = {str(pid): f"{name} (pid {pid})" for pid, name in phase.worker_pids.items()}
+    lines = []
+    for step in phase.steps:
+        served = ", ".join(
+            f"{names.get(pid, f'pid {pid} (NOT a worker of this cluster)')} {n}"
+            for pid, n in sorted(step.served.items())
+        )
+        extra = f"; {step.note}" if step.note else ""
+        lines.append(
+            f"- {TITLES[phase.mode]}, {step.name}: pages back from {served}{extra}"
+        )
+    foreign = {pid for s in phase.steps for pid in s.served} - set(names)
+    if foreign:
+        lines.append(
+            f"- WARNING: {TITLES[phase.mode]} pages came from processes that are "
+            f"not this cluster's workers ({', '.join(sorted(foreign))}): a port "
+            "was taken by another program; this phase's numbers are not valid"
+        )
+    return lines
 
 
 def goal_lines(phases: list[Phase]) -> list[str]:
@@ -620,8 +693,7 @@ def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
     lines += [f"| {label} | {' | '.join(cells)} |" for label, cells in rows(phases)]
     lines.append("")
     for phase in phases:
-        kill = phase.steps[1]
-        lines.append(f"- {TITLES[phase.mode]}: {kill.note}; {phase.seconds:.0f} s")
+        lines += phase_notes(phase)
     busy = [TITLES[p.mode] for p in phases if p.other_cores > NOISY_CORES]
     if busy:
         lines.append(
@@ -656,6 +728,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated phases to run, of plain,resilient",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--keep-logs",
+        type=Path,
+        help="keep the workers', Redis's and HAProxy's logs in DIR/<mode>/",
+    )
     parser.add_argument(
         "--output",
         "--out",
