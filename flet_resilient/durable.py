@@ -11,6 +11,7 @@ counted, and shown in `stats()["store"]`; nothing raises into the app.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -39,6 +40,8 @@ store_latency = Histogram()
 
 RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 5.0
+PROBE_KEY = "flet-resilient:probe"
+"""Read (never written) to learn that a store with nothing to retry is back."""
 
 
 class StoreUnavailable(Exception):
@@ -123,15 +126,25 @@ class DurableStore:
         if held is None or write.version > held.version:
             self.kept[key] = write
         count("store.writes_kept")
+        self._retry_soon()
+
+    def _retry_soon(self) -> None:
         if self._retrier is None or self._retrier.done():
             self._retrier = spawn(self._retry())
 
     async def _retry(self) -> None:
+        """While writes are kept or the store is down, retry with backoff: the
+        kept writes, or a probe read, so that the recovery hooks run (and
+        provisional sessions get their state) even when no one calls."""
         delay = RETRY_FIRST_S
-        while self.kept:
+        while self.kept or self.down_since is not None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
-            await self.flush()
+            if self.kept:
+                await self.flush()
+                continue
+            with contextlib.suppress(StoreUnavailable):
+                await self._call(self.store.read, PROBE_KEY)
 
     async def flush(self) -> int:
         """Retry the kept writes now, until one fails; how many are still kept."""
@@ -166,6 +179,7 @@ class DurableStore:
             return
         self.down_since = time.monotonic()
         count("store.outages")
+        self._retry_soon()
         logger.error(
             "state store %s unavailable (%s: %r); saves are kept in memory and "
             "retried, reads fall back to them; logged again when it is back",
