@@ -92,6 +92,7 @@ RELOAD_GRACE_S = 5.0  # how long a wrong page is watched for a reload
 QUIET_S = 1.0  # after a disruption, socket closings still followed
 SAVE_MARGIN_S = 0.5  # on top of save_delay before the SIGKILL
 STEP_TIMEOUT_S = 60.0  # longest wait for one click, or for all reconnects
+SHOWN_LOSSES = 3  # lost users described per step in the report
 SAMPLE_S = 0.25  # how often worker CPU and Redis counters are sampled
 NOISY_CORES = 0.2  # other processes' CPU use that makes a phase's numbers suspect
 DRAINED = re.compile(r"drained (\d+) sessions in ([\d.]+) s")
@@ -170,6 +171,7 @@ class Step:
     seconds: float = 0.0
     note: str = ""
     served: Counter[str] = field(default_factory=Counter)  # pid -> pages back
+    losses: list[str] = field(default_factory=list)  # what lost users saw
 
     @property
     def kept(self) -> int:
@@ -198,11 +200,22 @@ async def come_back(user: User, url: str, closed_at: float, step: Step) -> None:
         step.wrong.add(user.index)
         late = time.perf_counter() > closed_at + RETRY_BOUND_S
         if late or not await closes_soon(user.client):
-            step.lost.add(user.index)
-            user.adopt()
+            lose(user, step)
             return
         step.closings += 1
     step.failed.add(user.index)
+
+
+def lose(user: User, step: Step) -> None:
+    """The user came back to a wrong page: note what it showed, adopt that."""
+    step.lost.add(user.index)
+    page = user.client
+    step.losses.append(
+        f"user {user.index} expected {user.count} / {user.note!r}, "
+        f"shown {page.value('count')} / {page.value('note')!r} by pid "
+        f"{page.value('pid')}"
+    )
+    user.adopt()
 
 
 async def reconnect(user: User, url: str, closed_at: float, step: Step) -> float | None:
@@ -290,8 +303,7 @@ async def disrupt(
         if user.client.closed.is_set():
             step.failed.add(user.index)
         elif not user.shows():
-            step.lost.add(user.index)
-            user.adopt()
+            lose(user, step)
     return step
 
 
@@ -641,6 +653,12 @@ def phase_notes(phase: Phase) -> list[str]:
         lines.append(
             f"- {TITLES[phase.mode]}, {step.name}: pages back from {served}{extra}"
         )
+        if step.losses:
+            more = len(step.losses) - SHOWN_LOSSES
+            lines.append(
+                f"  - lost: {'; '.join(step.losses[:SHOWN_LOSSES])}"
+                + (f"; {more} more" if more > 0 else "")
+            )
     foreign = {pid for s in phase.steps for pid in s.served} - set(names)
     if foreign:
         lines.append(

@@ -50,5 +50,5 @@ def test_bench_deploy_smoke_keeps_every_user_only_with_flet_resilient(tmp_path):
     assert rows[""] == ["plain Flet", "flet-resilient"]
     for step in ("rolling restart", "SIGKILL"):
         plain, resilient = rows[f"users kept: {step}"]
-        assert resilient.endswith("(100 %)"), (step, resilient, report)
-        assert not plain.endswith("(100 %)"), (step, plain, report)
+        assert resilient.endswith("(100 %)"), f"{step}: {resilient}\n{report}"
+        assert not plain.endswith("(100 %)"), f"{step}: {plain}\n{report}"
