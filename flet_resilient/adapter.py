@@ -112,7 +112,7 @@ FLET_VERSION = _check_version()
 # --- outbound queue ---------------------------------------------------------
 
 
-class SendQueue(asyncio.Queue):  # type: ignore[type-arg]
+class SendQueue(asyncio.Queue):
     """Flet's per-socket send queue, made thread-safe and measured.
 
     `put_nowait` from a foreign thread is handed to the loop with
@@ -190,10 +190,10 @@ def _run_hooks(event: SessionEvent, session: Session) -> None:
 
 
 def _session_key(app: FletApp) -> str | None:
-    session = app._FletApp__session  # type: ignore[attr-defined]
+    session = app._FletApp__session
     if session is None:
         return None
-    return app._FletApp__get_unique_session_id(session.id)  # type: ignore[attr-defined]
+    return app._FletApp__get_unique_session_id(session.id)
 
 
 _live_apps: weakref.WeakSet[FletApp] = weakref.WeakSet()
@@ -212,6 +212,13 @@ class HandlerRun:
 _handler_run: contextvars.ContextVar[HandlerRun | None] = contextvars.ContextVar(
     "flet_resilient_handler_run", default=None
 )
+
+
+_from_client: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "flet_resilient_from_client", default=False
+)
+"""Set while Flet handles a client's CONTROL_EVENT (and so in the handler task
+it starts), unlike the connect/disconnect/close events Flet dispatches."""
 
 
 def current_handler() -> HandlerRun | None:
@@ -307,7 +314,7 @@ POLICY_ATTRIBUTE = "__flet_resilient_reconnect__"
 
 
 def _policy(app: FletApp) -> ReconnectPolicy | None:
-    main = app._FletApp__main  # type: ignore[attr-defined]
+    main = app._FletApp__main
     return getattr(main, POLICY_ATTRIBUTE, None)
 
 
@@ -330,49 +337,94 @@ async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
     the owning app takes a session over from a stale, still-attached socket,
     which Flet would otherwise answer with a brand-new session.
     """
-    key = app._FletApp__get_unique_session_id(body["session_id"])  # type: ignore[attr-defined]
+    key = app._FletApp__get_unique_session_id(body["session_id"])
     candidate = await app_manager.get_session(key)
     if candidate is None:
         count("reconnect.unknown_sessions")  # another worker's, or expired
         _from_elsewhere.add(app)
         return
-    main = app._FletApp__main  # type: ignore[attr-defined]
+    main = app._FletApp__main
     if _session_mains.get(candidate, main) is not main:
         count("reconnect.takeovers_refused")
-        logger.warning("refused session %s to another app", body["session_id"])
+        logger.warning("refused session %s to another app", session_tag(candidate))
         body["session_id"] = None
         return
     stale = candidate.connection
     if stale is None or stale is app or _policy(app) is None:
         return
     count("reconnect.takeovers")
-    logger.info("session %s taken over from a stale socket", body["session_id"])
-    websocket = stale._FletApp__websocket  # type: ignore[attr-defined]
+    logger.info("session %s taken over from a stale socket", session_tag(candidate))
+    websocket = stale._FletApp__websocket
     await app_manager.disconnect_session(
         key,
-        stale._FletApp__session_timeout_seconds,  # type: ignore[attr-defined]
+        stale._FletApp__session_timeout_seconds,
     )
     if websocket is not None:
         spawn(websocket.close(), quiet=True)
 
 
+PATCHED: tuple[tuple[type, str], ...] = (
+    (FletApp, "handle"),
+    (FletApp, "send_message"),
+    (FletApp, "_FletApp__send_loop"),
+    (FletApp, "_FletApp__receive_loop"),
+    (FletApp, "_FletApp__on_message"),
+    (FletApp, "_FletApp__get_unique_session_id"),
+    (FletAppManager, "shutdown"),
+    (Session, "close"),
+    (Session, "attach_connection"),
+    (Session, "disconnect"),
+    (Session, "dispatch_event"),
+    (Session, "patch_control"),
+    (Session, "handle_invoke_method_results"),
+    (Session, "_Session__send_message"),
+    (BaseControl, "page"),
+    (BaseControl, "update"),
+)
+"""The Flet methods the seam wraps (tests/test_flet_contract.py checks their
+signatures); with the instance attributes read through `_private`, this is
+the written list of what flet-resilient depends on."""
+
+
+def _check_flet() -> None:
+    """Refuse to install, naming it, if a Flet method the seam wraps is gone."""
+    for owner, name in PATCHED:
+        if name not in vars(owner):
+            raise UnsupportedFletVersion(
+                f"flet {FLET_VERSION}: {owner.__qualname__}.{name} is missing; "
+                f"flet-resilient was tested with flet {SUPPORTED_FLET[0]}x"
+            )
+
+
+def _private(obj: object, name: str) -> Any:
+    """A Flet private attribute, or a clear error naming it (never a default)."""
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        raise UnsupportedFletVersion(
+            f"flet {FLET_VERSION}: {type(obj).__qualname__}.{name} is missing; "
+            f"flet-resilient was tested with flet {SUPPORTED_FLET[0]}x"
+        ) from None
+
+
 def _install() -> None:
     if getattr(FletApp, "_flet_resilient_installed", False):
         return
-    FletApp._flet_resilient_installed = True  # type: ignore[attr-defined]
-    FletApp._FletApp__send_queue = _SendQueueSlot()  # type: ignore[attr-defined]
+    _check_flet()
+    FletApp._flet_resilient_installed = True
+    FletApp._FletApp__send_queue = _SendQueueSlot()
 
     original_handle = FletApp.handle
-    original_send_loop = FletApp._FletApp__send_loop  # type: ignore[attr-defined]
-    original_receive_loop = FletApp._FletApp__receive_loop  # type: ignore[attr-defined]
+    original_send_loop = FletApp._FletApp__send_loop
+    original_receive_loop = FletApp._FletApp__receive_loop
     original_close = Session.close
     original_attach = Session.attach_connection
     original_disconnect = Session.disconnect
     original_session_send = Session._Session__send_message  # type: ignore[attr-defined]
     original_invoke_results = Session.handle_invoke_method_results
     original_dispatch_event = Session.dispatch_event
-    original_on_message = FletApp._FletApp__on_message  # type: ignore[attr-defined]
-    original_unique_id = FletApp._FletApp__get_unique_session_id  # type: ignore[attr-defined]
+    original_on_message = FletApp._FletApp__on_message
+    original_unique_id = FletApp._FletApp__get_unique_session_id
     original_patch_control = Session.patch_control
     original_send_message = FletApp.send_message
     original_page = BaseControl.page.fget  # type: ignore[attr-defined]
@@ -398,16 +450,16 @@ def _install() -> None:
             logger.debug("Flet socket ended with %r", exc)
         finally:
             _live_apps.discard(self)
-            session = self._FletApp__session  # type: ignore[attr-defined]
+            session = self._FletApp__session
             if session is not None and session.connection is self:
                 await app_manager.disconnect_session(
                     _session_key(self),
-                    self._FletApp__session_timeout_seconds,  # type: ignore[attr-defined]
+                    self._FletApp__session_timeout_seconds,
                 )
 
     @functools.wraps(original_send_loop)
     async def send_loop(self: FletApp) -> None:
-        websocket = self._FletApp__websocket  # type: ignore[attr-defined]
+        websocket = self._FletApp__websocket
         try:
             await original_send_loop(self)
         except Exception:
@@ -419,8 +471,8 @@ def _install() -> None:
     @functools.wraps(original_receive_loop)
     async def receive_loop(self: FletApp) -> None:
         await original_receive_loop(self)
-        queue = self._FletApp__send_queue  # type: ignore[attr-defined]
-        if self._FletApp__session is None and queue is not None:  # type: ignore[attr-defined]
+        queue = self._FletApp__send_queue
+        if self._FletApp__session is None and queue is not None:
             queue.put_nowait(None)  # never registered: stop the send loop
 
     @functools.wraps(original_close)
@@ -451,17 +503,24 @@ def _install() -> None:
 
     @functools.wraps(original_invoke_results)
     def invoke_results(
-        self: Session, control_id: int, call_id: str, *rest: Any
+        self: Session,
+        control_id: int,
+        call_id: str,
+        result: Any,
+        error: str | None,
     ) -> None:
         outbox = _outboxes.get(self)
         if outbox is not None:
             outbox.answered(call_id)
-        original_invoke_results(self, control_id, call_id, *rest)
+        original_invoke_results(self, control_id, call_id, result, error)
 
     @functools.wraps(original_dispatch_event)
     async def dispatch_event(
         self: Session, control_id: int, event_name: str, event_data: Any
     ) -> None:
+        if not _from_client.get():  # Flet's own connect/disconnect/close
+            await original_dispatch_event(self, control_id, event_name, event_data)
+            return
         run = HandlerRun()
         token = _handler_run.set(run)
         try:
@@ -476,12 +535,16 @@ def _install() -> None:
         registering = data[0] == MessageAction.REGISTER_CLIENT.value
         if registering and data[1].get("session_id"):
             await _vet_register(self, data[1])
-        await original_on_message(self, data)
-        session = self._FletApp__session  # type: ignore[attr-defined]
+        token = _from_client.set(data[0] == MessageAction.CONTROL_EVENT.value)
+        try:
+            await original_on_message(self, data)
+        finally:
+            _from_client.reset(token)
+        session = self._FletApp__session
         if data[0] in _CLIENT_ACTIVITY and session is not None:
             _run_hooks("activity", session)
         if registering and session is not None:
-            _session_mains.setdefault(session, self._FletApp__main)  # type: ignore[attr-defined]
+            _session_mains.setdefault(session, self._FletApp__main)
             if self in _from_elsewhere:
                 _from_elsewhere.discard(self)
                 _from_elsewhere.add(session)
@@ -493,12 +556,12 @@ def _install() -> None:
             return original_unique_id(self, session_id)
         # Key the session by page + id + User-Agent only: a phone whose IP
         # changes (Wi-Fi -> cellular) keeps its session.
-        ip = self._FletApp__client_ip  # type: ignore[attr-defined]
-        self._FletApp__client_ip = ""  # type: ignore[attr-defined]
+        ip = self._FletApp__client_ip
+        self._FletApp__client_ip = ""
         try:
             return original_unique_id(self, session_id)
         finally:
-            self._FletApp__client_ip = ip  # type: ignore[attr-defined]
+            self._FletApp__client_ip = ip
 
     @functools.wraps(original_patch_control)
     def patch_control(
@@ -521,7 +584,7 @@ def _install() -> None:
     @functools.wraps(original_send_message)
     def send_message(self: FletApp, message: Any) -> None:
         # One-shot messages must not overtake the patches deferred before them.
-        sink = _sinks.get(self._FletApp__session)  # type: ignore[attr-defined]
+        sink = _sinks.get(self._FletApp__session)
         if sink is not None and message.action in _ORDERED_ACTIONS:
             sink.flush()
         if not _transport_log.isEnabledFor(logging.DEBUG):
@@ -543,22 +606,22 @@ def _install() -> None:
 
     Session.patch_control = patch_control  # type: ignore[method-assign]
     BaseControl.update = update  # type: ignore[method-assign]
-    FletApp.send_message = send_message  # type: ignore[method-assign]
+    FletApp.send_message = send_message
     BaseControl.page = property(  # type: ignore[method-assign,assignment]
         functools.wraps(original_page)(page)
     )
-    FletApp.handle = handle  # type: ignore[method-assign]
-    FletApp._FletApp__send_loop = send_loop  # type: ignore[attr-defined]
-    FletApp._FletApp__receive_loop = receive_loop  # type: ignore[attr-defined]
+    FletApp.handle = handle
+    FletApp._FletApp__send_loop = send_loop
+    FletApp._FletApp__receive_loop = receive_loop
     Session.close = close  # type: ignore[method-assign]
     Session.attach_connection = attach_connection  # type: ignore[method-assign]
     Session.disconnect = disconnect  # type: ignore[method-assign]
     Session._Session__send_message = session_send  # type: ignore[attr-defined]
     Session.handle_invoke_method_results = invoke_results  # type: ignore[method-assign]
     Session.dispatch_event = dispatch_event  # type: ignore[method-assign]
-    FletApp._FletApp__on_message = on_message  # type: ignore[attr-defined]
-    FletApp._FletApp__get_unique_session_id = unique_session_id  # type: ignore[attr-defined]
-    FletAppManager.shutdown = shutdown  # type: ignore[method-assign]
+    FletApp._FletApp__on_message = on_message
+    FletApp._FletApp__get_unique_session_id = unique_session_id
+    FletAppManager.shutdown = shutdown
 
 
 _shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -589,7 +652,7 @@ def is_flet_event(value: object) -> bool:
 
 def sessions() -> dict[str, Session]:
     """All sessions Flet currently keeps, keyed by Flet's unique session key."""
-    return dict(app_manager._FletAppManager__sessions)  # type: ignore[attr-defined]
+    return dict(app_manager._FletAppManager__sessions)
 
 
 _TAG_KEY = secrets.token_bytes(16)
@@ -604,7 +667,7 @@ def session_tag(session: Session) -> str:
 
 async def close_sockets(code: int = 1012, reason: str = "server restarting") -> int:
     """Close every live client socket (1012: the client reconnects); how many."""
-    websockets = [app._FletApp__websocket for app in list(_live_apps)]  # type: ignore[attr-defined]
+    websockets = [app._FletApp__websocket for app in list(_live_apps)]
     for websocket in websockets:
         with contextlib.suppress(Exception):
             await websocket.close(code=code, reason=reason)
@@ -617,7 +680,7 @@ def is_connected(session: Session) -> bool:
 
 
 def _transport_section() -> dict[str, int]:
-    queues = [app._FletApp__send_queue for app in list(_live_apps)]  # type: ignore[attr-defined]
+    queues = [app._FletApp__send_queue for app in list(_live_apps)]
     queues = [q for q in queues if isinstance(q, SendQueue)]
     return {
         "sockets": len(queues),
@@ -631,7 +694,10 @@ register_section("transport", _transport_section)
 
 def send_queue(session: Session) -> SendQueue | None:
     """The outbound queue of the session's live socket, if connected."""
-    queue = getattr(session.connection, "_FletApp__send_queue", None)
+    connection = session.connection
+    if connection is None:
+        return None
+    queue = _private(connection, "_FletApp__send_queue")
     return queue if isinstance(queue, SendQueue) else None
 
 
@@ -650,7 +716,8 @@ async def close_session(session: Session) -> None:
 
 async def end_session(session: Session) -> None:
     """Close a session and its socket; the client reconnects to a fresh one."""
-    websocket = getattr(session.connection, "_FletApp__websocket", None)
+    connection = session.connection
+    websocket = connection and _private(connection, "_FletApp__websocket")
     await close_session(session)
     if websocket is not None:
         spawn(websocket.close(), quiet=True)
@@ -663,8 +730,8 @@ def dismantle(page: Page) -> None:
     that only a full gc pass frees. Emptying the tree, and Flet's diff
     snapshots of it, lets reference counting free the controls at once.
     """
-    overlay = page._overlay  # type: ignore[attr-defined]
-    dialogs = page._dialogs  # type: ignore[attr-defined]
+    overlay = page._overlay
+    dialogs = page._dialogs
     for holder, children in (
         (page, page.views),
         (overlay, overlay.controls),

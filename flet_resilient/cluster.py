@@ -43,6 +43,7 @@ __all__ = [
     "RedisServer",
     "Worker",
     "free_port",
+    "missing_program",
     "wait_for_port",
 ]
 
@@ -96,10 +97,27 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
-def _require(program: str, install: str) -> str:
+_INSTALLERS = {"redis-server": "install-redis", "haproxy": "install-haproxy"}
+"""The programs a `Cluster` runs, and the .ci script that installs each."""
+
+
+def missing_program() -> str | None:
+    """Why a `Cluster` cannot start on this machine (a test's skip reason), or
+    None when redis-server and haproxy are both installed."""
+    for program in _INSTALLERS:
+        if shutil.which(program) is None:
+            return _not_installed(program)
+    return None
+
+
+def _not_installed(program: str) -> str:
+    return f"{program} is not installed (run .ci/{_INSTALLERS[program]})"
+
+
+def _require(program: str) -> str:
     path = shutil.which(program)
     if path is None:
-        raise RuntimeError(f"{program} is not installed (run .ci/{install})")
+        raise RuntimeError(_not_installed(program))
     return path
 
 
@@ -283,10 +301,12 @@ class _Process(_Service):
 
 
 class RedisServer(_Process):
-    """A throwaway redis-server on 127.0.0.1 (no persistence), for shared state.
+    """A throwaway redis-server on 127.0.0.1, for shared state.
 
-    `kill()` then `start()` restarts it, empty, on the same port (a crash);
-    `pause()`/`resume()` make it hang (SIGSTOP/SIGCONT) with its port open.
+    `kill()` then `start()` restarts it on the same port (a crash): empty, or
+    with every acknowledged write when `durable` (append-only file, fsync on
+    every write, in the log directory). `pause()`/`resume()` make it hang
+    (SIGSTOP/SIGCONT) with its port open.
     """
 
     name = "redis"
@@ -297,8 +317,10 @@ class RedisServer(_Process):
         *,
         log_dir: str | os.PathLike[str] | None = None,
         start_timeout: float = 10,
+        durable: bool = False,
     ) -> None:
-        self.executable = _require("redis-server", "install-redis")
+        self.executable = _require("redis-server")
+        self.durable = durable
         super().__init__(port, log_dir, start_timeout)
 
     @property
@@ -312,7 +334,11 @@ class RedisServer(_Process):
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--dir", str(self.log_dir),
+            "--dbfilename", f"redis-{self.port}.rdb",
+            "--appendfilename", f"redis-{self.port}.aof",
+            "--appendonly", "yes" if self.durable else "no",
+            "--appendfsync", "always",
         ]  # fmt: skip
 
     def pause(self) -> None:
@@ -450,7 +476,7 @@ class LoadBalancer(_Service, LoopbackEndpoint):
         log_dir: str | os.PathLike[str] | None = None,
         start_timeout: float = 10,
     ) -> None:
-        executable = _require("haproxy", "install-haproxy")
+        executable = _require("haproxy")
         super().__init__(log_dir)
         self.backends = list(backends)
         self.sticky = sticky
@@ -563,7 +589,7 @@ class Cluster(_Service, LoopbackEndpoint):
 
     Every worker gets `REDIS_URL` and the same `FLET_SECRET_KEY` (plus `env`);
     `server`/`processes`/`args` are as for `Worker`, `sticky`/`checks` as for
-    `LoadBalancer`.
+    `LoadBalancer`, `durable_redis` as `RedisServer(durable=...)`.
     Everything is stopped on exit, however the block ends.
     """
 
@@ -581,9 +607,10 @@ class Cluster(_Service, LoopbackEndpoint):
         checks: bool = True,
         secret_key: str | None = None,
         log_dir: str | os.PathLike[str] | None = None,
+        durable_redis: bool = False,
     ) -> None:
         super().__init__(log_dir)
-        self.redis = RedisServer(log_dir=self.log_dir)
+        self.redis = RedisServer(log_dir=self.log_dir, durable=durable_redis)
         shared = {
             "REDIS_URL": self.redis.url,
             "FLET_SECRET_KEY": secret_key or secrets.token_urlsafe(32),

@@ -209,7 +209,9 @@ def coalesce_updates(
 
 
 def _section() -> dict[str, Any]:
-    sessions = {s.id: c.snapshot() for s, c in list(_coalescers.items())}
+    sessions = {
+        adapter.session_tag(s): c.snapshot() for s, c in list(_coalescers.items())
+    }
     return {
         "sessions": len(sessions),
         "backlog_bytes": sum(c["backlog_bytes"] for c in sessions.values()),

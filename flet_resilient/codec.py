@@ -13,7 +13,8 @@ __all__ = ["decode_state", "encode_state"]
 
 def encode_state(state: Any) -> bytes:
     """msgpack bytes of a dataclass or dict state; TypeError names a bad field."""
-    fields = dataclasses.asdict(state) if dataclasses.is_dataclass(state) else state
+    is_instance = dataclasses.is_dataclass(state) and not isinstance(state, type)
+    fields = dataclasses.asdict(state) if is_instance else state
     if not isinstance(fields, dict):
         raise TypeError(
             f"app state must be a dataclass or a dict, got {type(state).__name__}"

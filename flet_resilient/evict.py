@@ -55,7 +55,7 @@ def estimated_bytes(session: Session) -> int:
     return SESSION_BASE_BYTES + CONTROL_BYTES * adapter.control_count(session)
 
 
-class _SessionCache(TLRUCache):  # type: ignore[type-arg]
+class _SessionCache(TLRUCache):
     """cachetools' time-aware LRU, reporting what it drops to its tracker."""
 
     def __init__(self, tracker: _Tracker, maxsize: int) -> None:
@@ -174,7 +174,7 @@ def _forget(session: Session) -> None:
 
 
 for _event in ("activity", "attached", "disconnected"):
-    adapter.on_session(_event, _touch)  # type: ignore[arg-type]
+    adapter.on_session(_event, _touch)
 adapter.on_session("closed", _forget)
 
 
@@ -252,6 +252,7 @@ def evict_idle(
     store_timeout: float = 0.5,
     recycle_after: int | None = None,
     recycle_rss: int | None = None,
+    name: str | None = None,
 ) -> Callable[[Main], Main]:
     """Decorate `main(page)` so idle and disconnected sessions free their memory
     and app state outlives its session and its worker.
@@ -283,6 +284,9 @@ def evict_idle(
             sessions (its process manager starts a fresh one).
         recycle_rss: likewise once the process's resident memory exceeds this
             many bytes.
+        name: this app's identity: its own browser key and store namespace,
+            so apps on one origin never read each other's state (default: the
+            module and name of `main`; set it to keep keys across a rename).
     """
     if callable(idle_ttl):
         raise TypeError("use @evict_idle() or @evict_idle(idle_ttl=...)")
@@ -299,32 +303,42 @@ def evict_idle(
         recycle_rss=recycle_rss,
     )
     _validate_callables(state, on_evict, release_memory)
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ValueError(f"name must be a non-empty string or None, got {name!r}")
     durable = DurableStore(store or default_store(), store_timeout)
-    identity = Identity(app_secret(secret_key, durable.shared))
-    policy = persist.SavePolicy(durable, identity, state_ttl, save_delay)
-    tracker = _Tracker(
-        idle_ttl,
-        disconnected_ttl,
-        max_sessions,
-        memory_budget,
-        sweep_interval,
-        state,
-        policy,
-        on_evict,
-        release_memory,
-    )
+    secret = app_secret(secret_key, durable.shared)
     recycler = recycle.Recycler.configure(recycle_after, recycle_rss)
 
-    def install(page: Page) -> None:
-        _trackers[page.session] = tracker  # app_state works even when disabled
-        if not disabled():
-            tracker.touch(page.session)
-            recycler.session_started()
-
     def decorate(main: Main) -> Main:
+        identity = Identity(secret, app=name or _app_name(main))
+        policy = persist.SavePolicy(durable, identity, state_ttl, save_delay)
+        tracker = _Tracker(
+            idle_ttl,
+            disconnected_ttl,
+            max_sessions,
+            memory_budget,
+            sweep_interval,
+            state,
+            policy,
+            on_evict,
+            release_memory,
+        )
+
+        def install(page: Page) -> None:
+            _trackers[page.session] = tracker  # app_state works even when disabled
+            if not disabled():
+                tracker.touch(page.session)
+                recycler.session_started()
+
         return wrap_main(main, install, "evict_idle")
 
     return decorate
+
+
+def _app_name(main: Callable[..., Any]) -> str:
+    """An app's default identity: where its main is defined."""
+    module = getattr(main, "__module__", None) or "app"
+    return f"{module}:{getattr(main, '__qualname__', type(main).__name__)}"
 
 
 def _validate(**options: Any) -> None:

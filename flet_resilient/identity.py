@@ -25,13 +25,21 @@ _KEY_SHAPE = re.compile(r"([A-Za-z0-9_-]+)\.([0-9a-f]{64})")
 
 
 class Identity:
-    """Mints, verifies and looks up per-user keys for one app secret."""
+    """Mints, verifies and looks up per-user keys for one app and secret.
 
-    def __init__(self, secret: str | bytes | None = None) -> None:
+    Each `app` has its own entry in the browser's storage and its own MACs,
+    so two apps on one origin, even with one secret, never share a key or a
+    stored state.
+    """
+
+    def __init__(self, secret: str | bytes | None = None, app: str = "") -> None:
         self._secret = app_secret(secret, shared_store=False)
+        self.app = app
+        self.storage_key = f"{STORAGE_KEY}:{app}" if app else STORAGE_KEY
 
     def _mac(self, purpose: str, token: str) -> str:
-        message = f"{purpose}:{token}".encode()
+        scope = f"{purpose}:{self.app}" if self.app else purpose
+        message = f"{scope}:{token}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def mint(self) -> str:
@@ -56,10 +64,10 @@ class Identity:
     async def of(self, page: ft.Page) -> str:
         """The user's token, minting and saving a key on the client if needed."""
         prefs = ft.SharedPreferences()
-        token = self.verify(await prefs.get(STORAGE_KEY))
+        token = self.verify(await prefs.get(self.storage_key))
         if token is None:
             key = self.mint()
-            await prefs.set(STORAGE_KEY, key)
+            await prefs.set(self.storage_key, key)
             token = self.verify(key)
             assert token is not None
         return token

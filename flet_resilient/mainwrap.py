@@ -18,7 +18,7 @@ __all__ = ["Main", "wrap_main"]
 Main = TypeVar("Main", bound=Callable[..., Any])
 
 
-def wrap_main(main: Main, install: Callable[[Page], None], decorator: str) -> Main:
+def wrap_main(main: Main, install: Callable[[Page], object], decorator: str) -> Main:
     """Return `main` with `install(page)` run first, keeping main's kind."""
     if not callable(main):
         raise TypeError(f"{decorator} decorates the app's main(page), got {main!r}")

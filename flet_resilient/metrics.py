@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import bisect
 import math
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import metrics as otel
 
-__all__ = ["Histogram", "count", "counters", "register_section", "stats"]
+__all__ = ["Histogram", "count", "counters", "register_section", "reset", "stats"]
 
 counters: Counter[str] = Counter()
 """Monotonic event counts, e.g. `counters["offload.completed"]`."""
@@ -32,6 +33,7 @@ def count(name: str, n: int = 1) -> None:
 
 
 _sections: dict[str, Callable[[], dict[str, Any]]] = {}
+_histograms: weakref.WeakSet[Histogram] = weakref.WeakSet()
 
 
 class Histogram:
@@ -40,6 +42,11 @@ class Histogram:
     BOUNDS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
     def __init__(self) -> None:
+        self.clear()
+        _histograms.add(self)
+
+    def clear(self) -> None:
+        """Forget every sample."""
         self.buckets = [0] * (len(self.BOUNDS_MS) + 1)
         self.count = 0
         self.max_ms = 0.0
@@ -89,3 +96,11 @@ def stats() -> dict[str, Any]:
     snapshot = {name: provider() for name, provider in _sections.items()}
     snapshot["counters"] = dict(counters)
     return snapshot
+
+
+def reset() -> None:
+    """Zero every counter and histogram (e.g. between tests, or after a
+    warm-up); OpenTelemetry counters are monotonic and keep counting."""
+    counters.clear()
+    for histogram in list(_histograms):
+        histogram.clear()

@@ -52,12 +52,14 @@ class Offloaded(Protocol[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]: ...
 
 
-DEFAULT_PROCESSES = max(1, (os.cpu_count() or 2) - 1)
-"""One core stays free for the event loop that serves every user."""
+DEFAULT_PROCESSES = os.cpu_count() or 2
+"""Every core works on jobs; the loop keeps its priority through `nice`."""
 DEFAULT_THREADS = 32
 DEFAULT_START_METHOD = "spawn"
-DEFAULT_WORKER_NICE = 10
-"""Workers run at a lower CPU priority, so the loop wins when cores are short."""
+DEFAULT_WORKER_NICE = 19
+"""Workers run at the lowest CPU priority: the kernel gives the event loop a
+core whenever it wants one (weight 1024 against 15), and the jobs every cycle
+the loop leaves, so bystanders stay fast and jobs are not starved."""
 
 
 class _Backends:
@@ -98,7 +100,10 @@ class _Backends:
         self._custom.clear()
 
     def section(self) -> dict[str, Any]:
-        backends = {"process": self._process, "thread": self._thread}
+        backends: dict[str, ProcessBackend | ThreadBackend | ExecutorBackend | None] = {
+            "process": self._process,
+            "thread": self._thread,
+        }
         backends.update({type(e).__name__: b for e, b in self._custom.items()})
         return {
             name: {"running": b.slots.in_use, "queued": b.slots.waiting}
@@ -251,7 +256,7 @@ class _Job:
         self, session_id: str | None, scope: anyio.CancelScope, gate: FairSlots
     ) -> None:
         jobs = _session_jobs.get(session_id) if session_id is not None else None
-        if jobs is not None:
+        if session_id is not None and jobs is not None:
             jobs.discard(scope)
             if not jobs:
                 del _session_jobs[session_id]

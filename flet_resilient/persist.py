@@ -207,7 +207,6 @@ async def save_logged(session: Session) -> str:
 
 
 adapter.on_session("handled", _touched)
-adapter.on_session("activity", _touched)
 adapter.on_session("disconnected", _disconnected)
 adapter.on_session("closed", _closed)
 

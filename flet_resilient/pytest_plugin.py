@@ -22,9 +22,11 @@ import pytest
 try:
     import pytest_asyncio
 except ImportError:  # the plugin loads wherever flet-resilient is installed
-    pytest_asyncio = None
+    HAVE_ASYNCIO = False
+else:
+    HAVE_ASYNCIO = True
 
-if pytest_asyncio is not None:
+if HAVE_ASYNCIO:
     from flet_resilient.testing import FaultProxy, FletClient, FletServer
 
     @pytest.fixture

@@ -188,7 +188,9 @@ class ReplayBuffer:
         if invoke is not None:
             self._fail(invoke, why)
             return
-        logger.warning("error report for session %s dropped: %s", session.id, why)
+        logger.warning(
+            "error report for session %s dropped: %s", adapter.session_tag(session), why
+        )
 
     def _keep(
         self, message: Any, invoke: tuple[int, str] | None, size: int, sent: bool
@@ -225,7 +227,8 @@ class ReplayBuffer:
             self._drop(seq, "reconnect.dropped", "overflow, session reloaded")
         session = self._session()
         if session is not None:
-            logger.warning("replay buffer of %s overflowed: ending it", session.id)
+            tag = adapter.session_tag(session)
+            logger.warning("replay buffer of %s overflowed: ending it", tag)
             spawn(adapter.close_session(session))
 
     def _schedule_expiry(self) -> None:

@@ -239,7 +239,7 @@ class RedisStore:
 
     async def write(self, key: str, value: bytes, version: int, ttl: float) -> bool:
         ttl_ms = max(1, int(ttl * 1000))
-        args = [version, value, ttl_ms]
+        args: list[int | bytes] = [version, value, ttl_ms]
         return bool(await self._write_script(keys=[self.prefix + key], args=args))
 
     async def delete(self, key: str) -> None:

@@ -253,7 +253,7 @@ class FletClient:
         await self.close()
 
     def _client_storage(self, name: str, args: Any) -> Any:
-        key = args.get("key") if isinstance(args, dict) else None
+        key = str(args.get("key")) if isinstance(args, dict) else ""
         if name == "get":
             return self.storage.get(key)
         if name == "set":

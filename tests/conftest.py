@@ -1,6 +1,6 @@
 import pytest
 
-from flet_resilient import configure_offload
+from flet_resilient import configure_offload, metrics
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -9,3 +9,9 @@ def _small_pool():
     configure_offload(processes=2)
     yield
     configure_offload()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_metrics():
+    """Each test counts from zero: a `>= 1` cannot pass on an earlier test's count."""
+    metrics.reset()

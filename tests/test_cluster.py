@@ -11,22 +11,15 @@ import pytest
 import redis
 import websockets
 
-from flet_resilient.cluster import Cluster, RedisServer, Worker
+from flet_resilient.cluster import Cluster, RedisServer, Worker, missing_program
 from flet_resilient.testing import FletClient, wait_until
 
 APPS = Path(__file__).parent / "apps"
 APP = "cluster_app:create_app"
 
-pytestmark = [
-    pytest.mark.skipif(
-        shutil.which("redis-server") is None,
-        reason="redis-server is not installed (run .ci/install-redis)",
-    ),
-    pytest.mark.skipif(
-        shutil.which("haproxy") is None,
-        reason="haproxy is not installed (run .ci/install-haproxy)",
-    ),
-]
+pytestmark = pytest.mark.skipif(
+    missing_program() is not None, reason=str(missing_program())
+)
 
 
 async def served_by(ws_url: str, **options) -> int:

@@ -1,6 +1,7 @@
 """Coalesced updates over the real protocol: frame bounds, final state, order."""
 
 import asyncio
+import json
 import time
 
 import flet as ft
@@ -154,9 +155,14 @@ async def test_stats_report_batches_and_merges():
         await user.wait_for(lambda: user.value("value") == "1000")
         section = stats()["coalesce"]
         assert section["sessions"] >= 1
-        mine = section["per_session"][user.session_id]
+        session = next(
+            s for s in adapter.sessions().values() if s.id == user.session_id
+        )
+        mine = section["per_session"][adapter.session_tag(session)]
         assert mine["coalesced"] >= 990
         assert mine["pending"] == 0
+        # A session id lets a client take the session over: never in stats().
+        assert user.session_id not in json.dumps(stats(), default=str)
 
 
 async def test_repeated_updates_of_a_pending_control_hold_nothing_afterwards():

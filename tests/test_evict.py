@@ -20,7 +20,7 @@ from flet_resilient import (
     stats,
 )
 from flet_resilient.evict import encode_state
-from flet_resilient.identity import STORAGE_KEY, Identity
+from flet_resilient.identity import Identity
 from flet_resilient.testing import FletClient, FletServer, wait_until
 
 
@@ -37,6 +37,7 @@ class App:
         self.evicted: list[str] = []
         options.setdefault("store", MemoryStore())
         options.setdefault("secret_key", "test-secret")
+        options.setdefault("name", "notes")
         options.setdefault("sweep_interval", 0.2)
         self.main = evict_idle(state=Notes, on_evict=self._on_evict, **options)(
             self._main
@@ -63,6 +64,9 @@ class App:
 
         field.on_change = changed
         page.add(count, field, ft.Button("+", key="inc", on_click=increment))
+
+
+STORAGE_KEY = Identity("test-secret", app="notes").storage_key
 
 
 def live_session_ids() -> set[str]:
@@ -218,7 +222,8 @@ async def test_a_malformed_stored_key_is_replaced_by_a_fresh_one():
         await user.wait_for(lambda: user.value("count") is not None)
         assert user.value("count") == "0"
         await user.wait_for(lambda: user.storage[STORAGE_KEY].isascii())
-        assert Identity("test-secret").verify(user.storage[STORAGE_KEY]) is not None
+        notes = Identity("test-secret", app="notes")
+        assert notes.verify(user.storage[STORAGE_KEY]) is not None
         await user.close()
 
 
@@ -276,3 +281,32 @@ def test_bad_arguments_are_clear_errors():
         evict_idle(lambda page: None)
     with pytest.raises(TypeError, match="release_memory"):
         evict_idle(release_memory="yes")
+
+
+async def test_two_apps_on_one_origin_never_share_a_key_or_a_state():
+    # One browser (one storage), one shared secret and one store, two apps.
+    store, storage = MemoryStore(), {}
+    first = App(idle_ttl=60, store=store, name=None)
+    second = App(idle_ttl=60, store=store, name="second")
+    async with FletServer(first.main) as a, FletServer(second.main) as b:
+        alice = FletClient(a.ws_url)
+        alice.storage = storage
+        await alice.connect()
+        await use(alice, 4, "for app A")
+        await alice.close()  # saved on disconnect
+        key_of_a = dict(storage)
+        other = FletClient(b.ws_url)
+        other.storage = storage
+        await other.connect()
+        await other.wait_for(lambda: other.value("count") is not None)
+        found_in_b = other.value("count")
+        await other.close()
+        again = FletClient(a.ws_url)
+        again.storage = storage
+        await again.connect()
+        await again.wait_for(lambda: again.value("count") is not None)
+        found_in_a = again.value("count")
+        await again.close()
+    assert found_in_b == "0"  # B neither reads A's state ...
+    assert all(storage[k] == v for k, v in key_of_a.items())  # ... nor replaces its key
+    assert found_in_a == "4"

@@ -11,6 +11,7 @@ is what the tests locate and assert on, with ordinary Playwright locators.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from pathlib import Path
 
@@ -77,7 +78,8 @@ async def open_app(
 
 
 async def settled_screenshot(page: Page, path: Path, timeout: float = 10) -> bytes:
-    """Save a screenshot once the canvas shows the same pixels twice in a row.
+    """Save a screenshot once the canvas shows the same, not blank, pixels twice
+    in a row (a blank one after `timeout` fails the test).
 
     Flutter (skwasm renderer, rasterising in a web worker) updates its
     semantics DOM before the pixels: a screenshot taken right after a text
@@ -88,8 +90,19 @@ async def settled_screenshot(page: Page, path: Path, timeout: float = 10) -> byt
     while True:
         await asyncio.sleep(0.3)
         current = await page.screenshot()
-        if current == previous or time.monotonic() > deadline:
+        settled = current == previous and not _one_colour(current)
+        if settled or time.monotonic() > deadline:
             break
         previous = current
+    if _one_colour(current):
+        raise AssertionError(f"the page is blank (one colour): {path.name}")
     path.write_bytes(current)
     return current
+
+
+def _one_colour(png: bytes) -> bool:
+    """Whether a screenshot shows nothing but one colour (a blank canvas)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        return image.getcolors(maxcolors=1) is not None
