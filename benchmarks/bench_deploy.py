@@ -77,6 +77,7 @@ from flet_resilient.measure import (
 from flet_resilient.testing import FletClient
 
 MODES = ("plain", "resilient")
+STEPS = ("rolling restart", "SIGKILL")
 TITLES = {"plain": "plain Flet", "resilient": "flet-resilient"}
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "tests" / "apps"
@@ -440,7 +441,7 @@ class Phase:
     mode: str
     users: int
     steps: list[Step] = field(default_factory=list)
-    setup: Step = field(default_factory=lambda: Step("setup", 0))
+    setup: Step = field(default_factory=lambda: Step("clicks", 0))
     peak_writes_per_s: float = 0.0
     worker_cpu_s: float = 0.0
     users_cpu_s: float = 0.0  # this process: the simulated users
@@ -475,7 +476,7 @@ async def rolling_step(
     cluster: Cluster, users: list[User], store: aioredis.Redis
 ) -> Step:
     """Step 1: restart both workers in turn while the users follow."""
-    step = Step("rolling restart", len(users))
+    step = Step(STEPS[0], len(users))
     async with measured(step, store):
         await disrupt(step, cluster, users, lambda: restart_all(cluster, step))
     return step
@@ -485,7 +486,7 @@ async def kill_step(
     cluster: Cluster, users: list[User], store: aioredis.Redis, save_delay: float
 ) -> Step:
     """Step 2: one more click each, wait past save_delay, SIGKILL the busiest."""
-    step = Step("SIGKILL", len(users))
+    step = Step(STEPS[1], len(users))
     async with measured(step, store):
         await asyncio.gather(*(click(u) for u in users))
         await asyncio.sleep(save_delay + SAVE_MARGIN_S)
@@ -566,18 +567,17 @@ def rows(phases: list[Phase]) -> list[tuple[str, list[str]]]:
     def row(label: str, cell: Callable[[Phase], str]) -> None:
         table.append((label, [cell(p) for p in phases]))
 
-    for i, name in enumerate(("rolling restart", "SIGKILL")):
-        row(f"users kept: {name}", lambda p, i=i: kept(p.steps[i]))
-    for i, name in enumerate(("rolling restart", "SIGKILL")):
-        row(
-            f"disconnected users / socket closings: {name}",
-            lambda p, i=i: f"{len(p.steps[i].disconnected)} / {p.steps[i].closings}",
-        )
-    for i, name in enumerate(("rolling restart", "SIGKILL")):
-        row(
-            f"reconnect -> consistent p50 / p99 ms: {name}",
-            lambda p, i=i: p50_p99(p.steps[i].reconnect_ms),
-        )
+    def per_step(label: str, cell: Callable[[Step], str], clicks: bool = False) -> None:
+        names = ("clicks", *STEPS) if clicks else STEPS
+        for index, name in enumerate(names):
+            row(f"{label}: {name}", nth_step(index, cell, clicks))
+
+    per_step("users kept", kept)
+    per_step(
+        "disconnected users / socket closings",
+        lambda s: f"{len(s.disconnected)} / {s.closings}",
+    )
+    per_step("reconnect -> consistent p50 / p99 ms", lambda s: p50_p99(s.reconnect_ms))
     row(
         "socket closed -> consistent p50 / p99 ms (both steps)",
         lambda p: p50_p99([v for s in p.steps for v in s.outage_ms]),
@@ -586,11 +586,10 @@ def rows(phases: list[Phase]) -> list[tuple[str, list[str]]]:
         "socket closed -> page back, any state, p50 / p99 ms",
         lambda p: p50_p99([v for s in p.steps for v in s.page_ms]),
     )
-    for i, name in enumerate(("rolling restart", "SIGKILL")):
-        row(
-            f"users first shown a wrong page, then their own: {name}",
-            lambda p, i=i: str(len(p.steps[i].wrong - p.steps[i].lost)),
-        )
+    per_step(
+        "users first shown a wrong page, then their own",
+        lambda s: str(len(s.wrong - s.lost)),
+    )
     row(
         "reconnect tries / users with no page in 30 s",
         lambda p: (
@@ -605,15 +604,11 @@ def rows(phases: list[Phase]) -> list[tuple[str, list[str]]]:
         "SIGTERM -> exit per worker, s",
         lambda p: ", ".join(f"{s:.2f}" for s in p.steps[0].exits_s),
     )
-    for label, step_writes in (
-        ("clicks", lambda p: (p.setup.writes, p.setup.seconds)),
-        ("rolling restart", lambda p: (p.steps[0].writes, p.steps[0].seconds)),
-        ("SIGKILL step", lambda p: (p.steps[1].writes, p.steps[1].seconds)),
-    ):
-        row(
-            f"store writes tried / done, per s: {label}",
-            lambda p, f=step_writes: writes_cell(*f(p)),
-        )
+    per_step(
+        "store writes tried / done, per s",
+        lambda s: writes_cell(s.writes, s.seconds),
+        clicks=True,
+    )
     row(
         "store outages logged by the workers (a call over store_timeout)",
         lambda p: str(p.store_outages),
@@ -631,6 +626,18 @@ def rows(phases: list[Phase]) -> list[tuple[str, list[str]]]:
         ),
     )
     return table
+
+
+def nth_step(
+    index: int, cell: Callable[[Step], str], clicks: bool
+) -> Callable[[Phase], str]:
+    """A phase's cell: `cell` of its step `index` (the clicks first, if `clicks`)."""
+
+    def pick(phase: Phase) -> str:
+        steps = [phase.setup, *phase.steps] if clicks else phase.steps
+        return cell(steps[index])
+
+    return pick
 
 
 def writes_cell(writes: Writes | None, seconds: float) -> str:
