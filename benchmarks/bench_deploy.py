@@ -615,7 +615,7 @@ def rows(phases: list[Phase]) -> list[tuple[str, list[str]]]:
     )
     row("store writes/s, peak (1 s window)", lambda p: f"{p.peak_writes_per_s:.0f}")
     row(
-        "store reads (restores tried)",
+        "store reads (hmget: restores, outage probes)",
         lambda p: str(sum(s.writes.reads for s in p.steps if s.writes)),
     )
     row(
