@@ -1,9 +1,11 @@
 """Frames, bytes and server CPU of a 200 Hz dashboard: plain Flet vs `coalesce_updates`.
 
-Run from the repository root (about a minute with the defaults):
+Run from the repository root (about a minute with the defaults, each):
 
     python benchmarks/bench_coalesce.py                     # 100 sessions, 200/s, 10 s
-    python benchmarks/bench_coalesce.py --sessions 10 --duration 2   # smoke run
+    python benchmarks/bench_coalesce.py --scenario clicks   # 50 sessions, 50 Hz, 20 s
+    python benchmarks/bench_coalesce.py --smoke             # a quick check (~10 s)
+    python benchmarks/bench_coalesce.py --scenario clicks --smoke
 
 Two phases, each with its own server (`flet_resilient.testing.FletServer`, a
 thread of this process) and freshly connected simulated users
@@ -26,10 +28,23 @@ producers stop). Measured per phase, from the start to that end:
   difference of its cumulative buckets, so a bucket's upper bound);
 * the share of sessions whose mirrored final value equals the server's.
 
+`--scenario clicks` (issue "Coalescing delays clicks"): the same two phases
+with another app. Each session has a ticker, a Text its producer updates
+`--rate` (50) times a second, and a "+1" button whose handler sets a count
+Text and calls its `update()`; each user clicks "+1" every 0.5-1.5 s
+(seeded by `--seed`) while the ticker runs. Measured besides: click->patch
+latency (from sending the CONTROL_EVENT to the arrival of the patch that
+shows the new count, as the frame's receive time) p50/p99/max, and the
+ticker's patch frames per second per session (mean and max). Goals: with the
+coalescer, click->patch p50 within 2 ms of plain Flet's, the ticker at most
+`--max-hz` frames a second, every click answered.
+
 The users run in a child process (`--clients`), so decoding 20,000 frames a
 second does not take the server's GIL; `--in-process` runs them on this
 process's main thread instead (they then slow the server down). The markdown
-table goes to stdout and to `benchmarks/results/coalesce.md` (gitignored).
+table goes to stdout and to `--output` (default `benchmarks/results/`
+`coalesce.md`, `coalesce_clicks.md` for the clicks; gitignored). `--smoke`:
+10 sessions for 2 s (clicks: 5 sessions for 4 s).
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ import datetime
 import json
 import logging
 import math
+import random
 import sys
 import threading
 import time
@@ -58,6 +74,7 @@ from flet_resilient.measure import (
     command_line,
     connect_many,
     machine,
+    ms,
     percentile,
     save_report,
 )
@@ -65,11 +82,25 @@ from flet_resilient.metrics import Histogram
 from flet_resilient.testing import Action, FletClient, FletServer, wait_until
 
 MODES = ("plain", "coalesced")
-RESULTS = Path(__file__).resolve().parent / "results" / "coalesce.md"
+SCENARIOS = ("dashboard", "clicks")
+DEFAULTS: dict[str, dict[str, float]] = {
+    "dashboard": {"sessions": 100, "rate": 200.0, "duration": 10.0},
+    "clicks": {"sessions": 50, "rate": 50.0, "duration": 20.0},
+}
+SMOKE: dict[str, dict[str, float]] = {
+    "dashboard": {"sessions": 10, "duration": 2.0},
+    "clicks": {"sessions": 5, "duration": 4.0},
+}
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPORTS = {"dashboard": "coalesce.md", "clicks": "coalesce_clicks.md"}
 GOAL_BYTES = 10.0  # coalesced sends at least 10x fewer bytes
 GOAL_CPU = 5.0  # ... and uses at least 5x less server CPU
 NOISY_CORES = 0.2  # other processes' CPU use that makes a phase's numbers suspect
 PROBE_INTERVAL = 0.01
+GOAL_CLICK_MS = 2.0  # clicks: coalesced click->patch p50 within 2 ms of plain
+CLICK_GAP_S = (0.5, 1.5)  # a user clicks "+1" about once a second
+CLICK_TIMEOUT_S = 10.0  # a click not answered by then counts as unanswered
+SAME_BATCH_S = 0.001  # frames received closer than this left in one flush
 
 
 # --- the app under test ---------------------------------------------------------
@@ -88,6 +119,31 @@ class Feed:
     producing: int = 0  # producers still running
 
 
+Show = Callable[[str, float], None]
+"""Puts a producer's tick on the page: (text, fraction done) -> update()."""
+
+
+async def produce(feed: Feed, page: ft.Page, show: Show) -> None:
+    """`show` each tick, `feed.rate` a second from the start signal, then the
+    final value ("done <ticks>"), which goes into `feed.finals`."""
+    feed.producing += 1
+    try:
+        await feed.start.wait()
+        started = feed.started_at
+        for tick in range(1, feed.ticks + 1):
+            if page.session.connection is None:
+                return
+            show(str(tick), (tick % 100) / 100)
+            feed.updates += 1
+            # Absolute schedule; a late producer runs its next tick at once.
+            await asyncio.sleep(max(0.0, started + tick / feed.rate - time.monotonic()))
+        final = f"done {feed.ticks}"
+        show(final, 1.0)
+        feed.finals[page.session.id] = final
+    finally:
+        feed.producing -= 1
+
+
 def make_app(feed: Feed, max_hz: float | None) -> Callable[[ft.Page], Any]:
     """A card with a Text and a ProgressBar, fed by a per-session producer."""
 
@@ -97,32 +153,41 @@ def make_app(feed: Feed, max_hz: float | None) -> Callable[[ft.Page], Any]:
         card = ft.Column([ft.Text("metric"), value, bar], key="card")
         page.add(card)
 
-        async def produce() -> None:
-            feed.producing += 1
-            try:
-                await feed.start.wait()
-                started = feed.started_at
-                for tick in range(1, feed.ticks + 1):
-                    if page.session.connection is None:
-                        return
-                    value.value = str(tick)
-                    bar.value = (tick % 100) / 100
-                    card.update()
-                    feed.updates += 1
-                    # Absolute schedule; a late producer runs its next tick at once.
-                    await asyncio.sleep(
-                        max(0.0, started + tick / feed.rate - time.monotonic())
-                    )
-                value.value = f"done {feed.ticks}"
-                bar.value = 1
-                card.update()
-                feed.finals[page.session.id] = value.value
-            finally:
-                feed.producing -= 1
+        def show(text: str, done: float) -> None:
+            value.value = text
+            bar.value = done
+            card.update()
 
-        page.run_task(produce)
+        page.run_task(produce, feed, page, show)
 
     return main if max_hz is None else coalesce_updates(max_hz=max_hz)(main)
+
+
+def make_clicks_app(feed: Feed, max_hz: float | None) -> Callable[[ft.Page], Any]:
+    """A ticker Text fed by a per-session producer, and a "+1" button with its count."""
+
+    async def main(page: ft.Page) -> None:
+        ticker = ft.Text("0", key="value")
+        count = ft.Text("0", key="count")
+        clicks = 0
+
+        def plus(e: ft.Event) -> None:
+            nonlocal clicks
+            clicks += 1
+            count.value = str(clicks)
+            count.update()
+
+        def show(text: str, done: float) -> None:
+            ticker.value = text
+            ticker.update()
+
+        page.add(ticker, count, ft.Button("+1", key="plus", on_click=plus))
+        page.run_task(produce, feed, page, show)
+
+    return main if max_hz is None else coalesce_updates(max_hz=max_hz)(main)
+
+
+APPS = {"dashboard": make_app, "clicks": make_clicks_app}
 
 
 class LoopProbe:
@@ -199,31 +264,140 @@ class OthersMeter:
 # --- simulated users -------------------------------------------------------------
 
 
+@dataclass
+class Tally:
+    """What one user received: patch frames and bytes, the ticker's frames,
+    and how long each "+1" click took to come back as a patch."""
+
+    client: FletClient
+    frames: int = 0
+    bytes: int = 0
+    ticker_frames: int = 0
+    ticker_with_clicks: int = 0  # ticker frames right before a click's patch
+    clicks_ms: list[float] = field(default_factory=list)
+    unanswered: int = 0
+    sent_at: float | None = None  # the click waiting for its patch
+    ticker_at: float | None = None  # the last frame's, if it was the ticker's
+    ids: dict[str, int | None] = field(init=False)  # key -> mirrored control id
+
+    def __post_init__(self) -> None:
+        keys = ("value", "count", "plus")
+        self.ids = {key: control_id(self.client, key) for key in keys}
+
+    def take(self) -> None:
+        """Count and drop the frames received so far (keeps memory flat)."""
+        frames, self.client.frames = self.client.frames, []
+        for frame in frames:
+            if frame.action != Action.PATCH_CONTROL:
+                continue
+            self.frames += 1
+            self.bytes += frame.size
+            target = frame.body.get("id")
+            if target == self.ids["count"] and self.sent_at is not None:
+                self.answered(frame.at)
+            self.ticker_at = frame.at if target == self.ids["value"] else None
+            self.ticker_frames += self.ticker_at is not None
+
+    def answered(self, at: float) -> None:
+        """The pending click's patch arrived at `at` (monotonic)."""
+        assert self.sent_at is not None
+        self.clicks_ms.append((at - self.sent_at) * 1000)
+        self.sent_at = None
+        if self.ticker_at is not None and at - self.ticker_at < SAME_BATCH_S:
+            self.ticker_with_clicks += 1  # flushed with the click's answer
+
+    def result(self) -> dict[str, Any]:
+        """This user's figures for the JSON result."""
+        client = self.client
+        return {
+            "session": client.session_id,
+            "frames": self.frames,
+            "bytes": self.bytes,
+            "value": client.value("value"),
+            "ticker_frames": self.ticker_frames,
+            "ticker_with_clicks": self.ticker_with_clicks,
+            "clicks_ms": self.clicks_ms,
+            "unanswered": self.unanswered,
+        }
+
+
+def control_id(client: FletClient, key: str) -> int | None:
+    """The mirrored id (`_i`) of the control with `key`, None if absent."""
+    try:
+        return int(client.find(key)["_i"])
+    except KeyError:
+        return None
+
+
+def shows(client: FletClient, key: str, value: str | None = None) -> Callable[[], bool]:
+    """A `wait_for` predicate: the control with `key` is mirrored (and its
+    `value` is `value`); KeyError while it is not, which counts as false."""
+
+    def predicate() -> bool:
+        control = client.find(key)
+        return value is None or control.get("value") == value
+
+    return predicate
+
+
+async def click_along(tally: Tally, duration: float, rng: random.Random) -> None:
+    """Click "+1" about once a second (0.5-1.5 s apart) for `duration` s; time
+    each click from sending its CONTROL_EVENT to the patch with the new count."""
+    client = tally.client
+    deadline = time.monotonic() + duration
+    clicks = 0
+    while (wait := rng.uniform(*CLICK_GAP_S)) < deadline - time.monotonic():
+        await asyncio.sleep(wait)
+        clicks += 1
+        tally.take()
+        tally.sent_at = time.monotonic()
+        body = {"target": tally.ids["plus"], "name": "click", "data": None}
+        await client.send(Action.CONTROL_EVENT, body)
+        try:
+            await client.wait_for(shows(client, "count", str(clicks)), CLICK_TIMEOUT_S)
+        except TimeoutError:
+            tally.unanswered += 1
+            tally.sent_at = None
+            continue
+        except ConnectionError:
+            return
+        tally.take()
+        if tally.sent_at is not None:  # the count came inside a larger patch
+            tally.answered(time.monotonic())
+
+
+async def users_act(tallies: list[Tally], args: argparse.Namespace) -> None:
+    """What the users do while the producers run: watch, or also click."""
+    if args.scenario == "dashboard":
+        await asyncio.sleep(args.duration)
+        return
+    await asyncio.gather(
+        *(
+            click_along(t, args.duration, random.Random(f"{args.seed}-{i}"))
+            for i, t in enumerate(tallies)
+        )
+    )
+
+
 async def drive_users(
     url: str,
     args: argparse.Namespace,
     go: Callable[[], Awaitable[None]],
     cpu_clock: Callable[[], float],
 ) -> dict[str, Any]:
-    """Connect the users, `await go()` (starts the producers), then count patch
-    frames and bytes until every mirror shows "done ..." (or the timeout);
-    `cpu_clock` measures the users' CPU meanwhile."""
+    """Connect the users, `await go()` (starts the producers), let them act,
+    then count patch frames and bytes until every mirror shows "done ..." (or
+    the timeout); `cpu_clock` measures the users' CPU meanwhile."""
     clients = await connect_many(url, args.sessions)
-    counts = [[0, 0] for _ in clients]  # frames, bytes per user
-
-    def drain() -> None:
-        # Count and drop the frames received so far (keeps memory flat).
-        for client, tally in zip(clients, counts, strict=True):
-            frames, client.frames = client.frames, []
-            for frame in frames:
-                if frame.action == Action.PATCH_CONTROL:
-                    tally[0] += 1
-                    tally[1] += frame.size
+    for client in clients:  # main's controls come in a patch after the page
+        await client.wait_for(shows(client, "value"), timeout=60)
+    tallies = [Tally(client) for client in clients]
 
     async def drain_often() -> None:
         while True:
             await asyncio.sleep(0.5)
-            drain()
+            for tally in tallies:
+                tally.take()
 
     try:
         await go()
@@ -232,7 +406,7 @@ async def drive_users(
         for client in clients:
             client.frames.clear()
         drainer = asyncio.create_task(drain_often())
-        await asyncio.sleep(args.duration)
+        await users_act(tallies, args)
 
         async def settle(client: FletClient) -> None:
             with contextlib.suppress(TimeoutError, ConnectionError):
@@ -244,19 +418,12 @@ async def drive_users(
         await asyncio.gather(*(settle(c) for c in clients))
         elapsed = time.monotonic() - started
         drainer.cancel()
-        drain()
+        for tally in tallies:
+            tally.take()
         return {
             "elapsed": elapsed,
             "cpu": cpu_clock() - cpu_started,
-            "users": [
-                {
-                    "session": c.session_id,
-                    "frames": tally[0],
-                    "bytes": tally[1],
-                    "value": c.value("value"),
-                }
-                for c, tally in zip(clients, counts, strict=True)
-            ],
+            "users": [tally.result() for tally in tallies],
         }
     finally:
         try:
@@ -290,6 +457,8 @@ class ClientProcess:
             *("--sessions", str(args.sessions)),
             *("--duration", str(args.duration)),
             *("--settle-timeout", str(args.settle_timeout)),
+            *("--scenario", args.scenario),
+            *("--seed", str(args.seed)),
         ]
 
     async def run(self, go: Callable[[], Awaitable[None]]) -> dict[str, Any]:
@@ -339,6 +508,11 @@ class Phase:
     stats_lag_p99_ms: float = math.nan
     final_ok: int = 0
     others_cores: float = 0.0
+    clicks_ms: list[float] = field(default_factory=list)  # clicks scenario
+    unanswered: int = 0
+    ticker_frames: int = 0
+    max_ticker_frames: int = 0
+    ticker_with_clicks: int = 0
 
 
 async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
@@ -349,7 +523,7 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
     probe = LoopProbe()
     before: dict[str, Any] = {}
 
-    async with FletServer(make_app(feed, max_hz)) as server:
+    async with FletServer(APPS[args.scenario](feed, max_hz)) as server:
         native_id = await server.call(native_thread_id())
 
         def start_on_loop() -> None:
@@ -392,6 +566,11 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
         for u in users
         if u["session"] in feed.finals and feed.finals[u["session"]] == u["value"]
     )
+    phase.clicks_ms = [t for u in users for t in u["clicks_ms"]]
+    phase.unanswered = sum(u["unanswered"] for u in users)
+    phase.ticker_frames = sum(u["ticker_frames"] for u in users)
+    phase.max_ticker_frames = max(u["ticker_frames"] for u in users)
+    phase.ticker_with_clicks = sum(u["ticker_with_clicks"] for u in users)
     if probe.lags_ms:
         phase.lag_p99_ms = percentile(probe.lags_ms, 99)
         phase.lag_max_ms = max(probe.lags_ms)
@@ -410,25 +589,43 @@ def num(value: float) -> str:
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
-def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
-    """The markdown report: settings, table, ratios, goals."""
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def settings(args: argparse.Namespace) -> str:
+    """The report's line on what the run did."""
     where = "this process's main thread" if args.in_process else "a child process"
+    if args.scenario == "clicks":
+        load = (
+            f"each a ticker Text updated {args.rate:g}/s for {args.duration:g} s and "
+            f'a user clicking "+1" every {CLICK_GAP_S[0]:g}-{CLICK_GAP_S[1]:g} s '
+            "(click->patch: CONTROL_EVENT sent to the patch with the new count)"
+        )
+    else:
+        load = f"producers at {args.rate:g} updates/s each for {args.duration:g} s"
+    return (
+        f"- {args.sessions} sessions, {load}; coalesced at max_hz={args.max_hz:g}; "
+        f"users in {where}"
+    )
+
+
+TAIL_HEADER = (
+    "| client CPU s | loop lag p99 ms (max) | stats lag p99 ms | final values "
+    "| other procs, cores |"
+)
+
+
+def tail_cells(p: Phase) -> str:
+    """The cells under `TAIL_HEADER`, which both tables end with."""
+    return (
+        f"{p.client_cpu:.2f} | {num(p.lag_p99_ms)} ({num(p.lag_max_ms)}) | "
+        f"{num(p.stats_lag_p99_ms)} | {100 * p.final_ok / p.sessions:.0f} % | "
+        f"{p.others_cores:.2f} |"
+    )
+
+
+def dashboard_rows(phases: list[Phase]) -> list[str]:
+    """The dashboard table."""
     lines = [
-        "# bench_coalesce",
-        "",
-        f"- date: {now}",
-        f"- machine: {machine()}",
-        f"- command: `{command}`",
-        f"- {args.sessions} sessions, producers at {args.rate:g} updates/s each for "
-        f"{args.duration:g} s, coalesced at max_hz={args.max_hz:g}; users in {where}",
-        "- rates are over each phase's seconds (producers' start until every final "
-        "value was mirrored); CPU is the server thread's",
-        "",
         "| mode | seconds | updates/s | frames/s | frames/s/session (max) "
-        "| KB/s received | bytes/update | server CPU s | CPU µs/update "
-        "| client CPU s | loop lag p99 ms (max) | stats lag p99 ms | final values "
-        "| other procs, cores |",
+        "| KB/s received | bytes/update | server CPU s | CPU µs/update " + TAIL_HEADER,
         "|---|" + "---:|" * 13,
     ]
     for p in phases:
@@ -440,50 +637,128 @@ def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
             f"({num(p.max_session_frames / seconds)}) | "
             f"{num(p.bytes / 1000 / seconds)} | {num(p.bytes / updates)} | "
             f"{p.server_cpu:.2f} | {num(p.server_cpu * 1e6 / updates)} | "
-            f"{p.client_cpu:.2f} | {num(p.lag_p99_ms)} ({num(p.lag_max_ms)}) | "
-            f"{num(p.stats_lag_p99_ms)} | "
-            f"{100 * p.final_ok / p.sessions:.0f} % | {p.others_cores:.2f} |"
+            + tail_cells(p)
         )
-    lines.append("")
-    by_mode = {p.mode: p for p in phases}
+    return lines
+
+
+def clicks_rows(phases: list[Phase]) -> list[str]:
+    """The clicks-beside-a-ticker table."""
+    lines = [
+        "| mode | seconds | clicks | click->patch p50 ms | p99 ms | max ms "
+        "| unanswered | ticker frames/s/session (max) | frames/s | KB/s received "
+        "| server CPU s " + TAIL_HEADER,
+        "|---|" + "---:|" * 15,
+    ]
+    for p in phases:
+        seconds = p.seconds or math.nan
+        clicks = p.clicks_ms
+        lines.append(
+            f"| {p.mode} | {p.seconds:.1f} | {len(clicks)} | "
+            f"{ms(percentile(clicks, 50))} | {ms(percentile(clicks, 99))} | "
+            f"{ms(max(clicks, default=math.nan))} | {p.unanswered} | "
+            f"{num(p.ticker_frames / p.sessions / seconds)} "
+            f"({num(p.max_ticker_frames / seconds)}) | {num(p.frames / seconds)} | "
+            f"{num(p.bytes / 1000 / seconds)} | {p.server_cpu:.2f} | " + tail_cells(p)
+        )
+    return lines
+
+
+def noise_line(phases: list[Phase]) -> str:
+    """Whether other processes used the machine during the phases."""
     noisy = [p.mode for p in phases if p.others_cores > NOISY_CORES]
     if noisy:
-        lines.append(
+        return (
             f"- warning: other processes used more than {NOISY_CORES:g} cores during "
             f"{', '.join(noisy)}"
         )
-    else:
-        lines.append(
-            "- the machine was otherwise idle (other processes < "
-            f"{NOISY_CORES:g} cores)"
-        )
+    return f"- the machine was otherwise idle (other processes < {NOISY_CORES:g} cores)"
+
+
+def capped(frames: int, seconds: float, args: argparse.Namespace) -> bool:
+    """At most max_hz frames a second (one more over the phase for the edges)."""
+    return frames / seconds <= args.max_hz + 1 / seconds
+
+
+def final_goal(fast: Phase) -> dict[str, bool]:
+    """Every coalesced session shows the producer's final value."""
+    share = 100 * fast.final_ok / fast.sessions
+    return {f"final values 100 % ({share:.0f} %)": fast.final_ok == fast.sessions}
+
+
+def dashboard_goals(
+    plain: Phase, fast: Phase, args: argparse.Namespace
+) -> dict[str, bool]:
+    """The dashboard's goals: frame cap, fewer bytes, less CPU, final values."""
+    per_session = fast.max_session_frames / fast.seconds
+    bytes_ratio = plain.bytes / max(fast.bytes, 1)
+    cpu_ratio = plain.server_cpu / max(fast.server_cpu, 1e-9)
+
+    def per_update(value: float, phase: Phase) -> float:
+        return value / max(phase.updates, 1)
+
+    bytes_per_update = per_update(plain.bytes, plain) / max(
+        per_update(fast.bytes, fast), 1e-9
+    )
+    cpu_per_update = per_update(plain.server_cpu, plain) / max(
+        per_update(fast.server_cpu, fast), 1e-12
+    )
+    return {
+        f"frames <= {args.max_hz:g}/s/session (max {per_session:.1f})": capped(
+            fast.max_session_frames, fast.seconds, args
+        ),
+        f"bytes >= {GOAL_BYTES:g}x fewer ({bytes_ratio:.1f}x; "
+        f"{bytes_per_update:.1f}x per update)": bytes_ratio >= GOAL_BYTES,
+        f"server CPU >= {GOAL_CPU:g}x less ({cpu_ratio:.1f}x; "
+        f"{cpu_per_update:.1f}x per update)": cpu_ratio >= GOAL_CPU,
+        **final_goal(fast),
+    }
+
+
+def clicks_goals(
+    plain: Phase, fast: Phase, args: argparse.Namespace
+) -> dict[str, bool]:
+    """The clicks' goals: click p50 as plain, ticker capped, every click answered."""
+    plain_p50 = percentile(plain.clicks_ms, 50)
+    fast_p50 = percentile(fast.clicks_ms, 50)
+    ticker = fast.max_ticker_frames / fast.seconds
+    along = fast.ticker_with_clicks / fast.sessions / fast.seconds
+    return {
+        f"click->patch p50 within {GOAL_CLICK_MS:g} ms of plain ({ms(fast_p50)} vs "
+        f"{ms(plain_p50)} ms)": fast_p50 - plain_p50 <= GOAL_CLICK_MS,
+        f"ticker frames <= {args.max_hz:g}/s/session (max {ticker:.1f}; "
+        f"{along:.2f}/s/session went out with a click's patch)": capped(
+            fast.max_ticker_frames, fast.seconds, args
+        ),
+        f"every click answered ({fast.unanswered} not)": fast.unanswered == 0,
+        **final_goal(fast),
+    }
+
+
+TABLES = {"dashboard": dashboard_rows, "clicks": clicks_rows}
+GOALS = {"dashboard": dashboard_goals, "clicks": clicks_goals}
+
+
+def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
+    """The markdown report: settings, table, ratios, goals."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# bench_coalesce: {args.scenario}",
+        "",
+        f"- date: {now}",
+        f"- machine: {machine()}",
+        f"- command: `{command}`",
+        settings(args),
+        "- rates are over each phase's seconds (producers' start until every final "
+        "value was mirrored); CPU is the server thread's",
+        "",
+        *TABLES[args.scenario](phases),
+        "",
+        noise_line(phases),
+    ]
+    by_mode = {p.mode: p for p in phases}
     if set(MODES) <= by_mode.keys():
-        plain, fast = by_mode["plain"], by_mode["coalesced"]
-        per_session = fast.max_session_frames / fast.seconds
-        bytes_ratio = plain.bytes / max(fast.bytes, 1)
-        cpu_ratio = plain.server_cpu / max(fast.server_cpu, 1e-9)
-
-        def per_update(value: float, phase: Phase) -> float:
-            return value / max(phase.updates, 1)
-
-        bytes_per_update = per_update(plain.bytes, plain) / max(
-            per_update(fast.bytes, fast), 1e-9
-        )
-        cpu_per_update = per_update(plain.server_cpu, plain) / max(
-            per_update(fast.server_cpu, fast), 1e-12
-        )
-        goals = {
-            f"frames <= {args.max_hz:g}/s/session (max {per_session:.1f})": (
-                per_session <= args.max_hz + 1 / fast.seconds
-            ),
-            f"bytes >= {GOAL_BYTES:g}x fewer ({bytes_ratio:.1f}x; "
-            f"{bytes_per_update:.1f}x per update)": bytes_ratio >= GOAL_BYTES,
-            f"server CPU >= {GOAL_CPU:g}x less ({cpu_ratio:.1f}x; "
-            f"{cpu_per_update:.1f}x per update)": cpu_ratio >= GOAL_CPU,
-            f"final values 100 % ({100 * fast.final_ok / fast.sessions:.0f} %)": (
-                fast.final_ok == fast.sessions
-            ),
-        }
+        goals = GOALS[args.scenario](by_mode["plain"], by_mode["coalesced"], args)
         for goal, met in goals.items():
             lines.append(f"- {goal}: {'met' if met else 'NOT met'}")
         lines.append(f"- goal met: {'yes' if all(goals.values()) else 'no'}")
@@ -494,15 +769,22 @@ def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
+    """Command-line options (sizes default by scenario, or to `SMOKE`'s)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=100, help="simulated users")
     parser.add_argument(
-        "--rate", type=float, default=200.0, help="updates/s per session"
+        "--scenario",
+        choices=SCENARIOS,
+        default="dashboard",
+        help="dashboard: a 200 Hz card; clicks: clicks beside a 50 Hz ticker",
     )
     parser.add_argument(
-        "--duration", type=float, default=10.0, help="seconds the producers run"
+        "--smoke",
+        action="store_true",
+        help="a quick check with tiny sizes (overrides --sessions and --duration)",
     )
+    parser.add_argument("--sessions", type=int, help="simulated users")
+    parser.add_argument("--rate", type=float, help="updates/s per session")
+    parser.add_argument("--duration", type=float, help="seconds the producers run")
     parser.add_argument(
         "--max-hz", type=float, default=20.0, help="coalesce_updates(max_hz=...)"
     )
@@ -520,17 +802,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="run the users on this process's main thread (shares the GIL)",
     )
+    parser.add_argument("--seed", type=int, default=1, help="the clicks' schedule")
     parser.add_argument("--clients", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--output", type=Path, default=RESULTS, help=f"report file (default {RESULTS})"
+        "--output",
+        "--out",
+        type=Path,
+        help="report file (default benchmarks/results/coalesce.md, or "
+        "coalesce_clicks.md for the clicks; gitignored)",
     )
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in MODES for m in modes):
         parser.error(f"--modes must list some of {', '.join(MODES)}")
+    if args.smoke:
+        vars(args).update(SMOKE[args.scenario])
+    for name, value in DEFAULTS[args.scenario].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.sessions < 1 or args.rate <= 0 or args.duration <= 0 or args.max_hz <= 0:
         parser.error("--sessions, --rate, --duration and --max-hz must be > 0")
     args.modes = [m for m in MODES if m in modes]
+    args.output = args.output or RESULTS_DIR / REPORTS[args.scenario]
     return args
 
 
@@ -556,6 +849,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     # Plain Flet stalls the loop on purpose; the watchdog would log every stall.
     logging.getLogger("flet_resilient.watchdog").setLevel(logging.ERROR)
+    logging.getLogger("flet_resilient.drain").setLevel(logging.ERROR)
     phases = asyncio.run(run(args))
     save_report(report(phases, args, command_line()), args.output)
 

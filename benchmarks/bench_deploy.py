@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import math
 import os
 import random
@@ -60,18 +59,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
-import websockets
 
 from flet_resilient.cluster import Cluster, Worker
 from flet_resilient.measure import (
+    FIRST_RETRY_S,
     CpuMeter,
     close_all,
-    code_version,
     command_line,
     connect_many,
-    machine,
+    connect_retrying,
     ms,
     percentile,
+    report_header,
+    same_browser,
     save_report,
 )
 from flet_resilient.testing import FletClient
@@ -86,9 +86,7 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 GOAL_P99_MS = 500.0
 SMOKE_USERS = 6
 CLICKS = (1, 5)  # clicks per user before the rolling restart
-FIRST_RETRY_S = 0.5  # the Flutter client's first reconnect wait, then doubled
 RETRY_BOUND_S = 30.0  # a user with no page back this long after closing failed
-TRY_TIMEOUT_S = 10.0  # one reconnect try: socket, page and main's controls
 RELOAD_GRACE_S = 5.0  # how long a wrong page is watched for a reload
 QUIET_S = 1.0  # after a disruption, socket closings still followed
 SAVE_MARGIN_S = 0.5  # on top of save_delay before the SIGKILL
@@ -98,7 +96,6 @@ SAMPLE_S = 0.25  # how often worker CPU and Redis counters are sampled
 NOISY_CORES = 0.2  # other processes' CPU use that makes a phase's numbers suspect
 DRAINED = re.compile(r"drained (\d+) sessions in ([\d.]+) s")
 OUTAGE = re.compile(r"state store \S+ unavailable")
-RETRYABLE = (OSError, TimeoutError, ConnectionError, websockets.WebSocketException)
 
 
 # --- users ----------------------------------------------------------------------------
@@ -179,7 +176,7 @@ class Step:
         return self.users - len(self.lost | self.failed)
 
 
-async def come_back(user: User, url: str, closed_at: float, step: Step) -> None:
+async def come_back(user: User, closed_at: float, step: Step) -> None:
     """Reconnect until the page shows the user's state; else lost (or failed).
 
     A wrong page may still be put right: a session begun while the store did
@@ -188,7 +185,7 @@ async def come_back(user: User, url: str, closed_at: float, step: Step) -> None:
     user's own. So a wrong page is watched for `RELOAD_GRACE_S`.
     """
     first = True
-    while (began := await reconnect(user, url, closed_at, step)) is not None:
+    while (began := await reconnect(user, closed_at, step)) is not None:
         if first:
             step.page_ms.append((time.perf_counter() - closed_at) * 1000)
             first = False
@@ -219,35 +216,25 @@ def lose(user: User, step: Step) -> None:
     user.adopt()
 
 
-async def reconnect(user: User, url: str, closed_at: float, step: Step) -> float | None:
-    """Try like the Flutter client (the same session id and storage, 500 ms,
-    doubling) until a page arrives; the start of that try (None: gave up)."""
-    delay = FIRST_RETRY_S
-    while True:
-        await asyncio.sleep(delay)
-        began = time.perf_counter()
-        fresh = FletClient(
-            url, session_id=user.client.session_id, user_agent=user.client.user_agent
-        )
-        fresh.storage = dict(user.client.storage)
+async def reconnect(user: User, closed_at: float, step: Step) -> float | None:
+    """Come back like the Flutter client (the same browser, 500 ms, doubling)
+    until a page arrives; the start of the try that got it (None: no page
+    within `RETRY_BOUND_S` of the closing)."""
+    tries: list[float] = []
+
+    def make() -> FletClient:
+        tries.append(time.perf_counter())
         step.tries += 1
-        try:
-            await asyncio.wait_for(page_back(fresh), TRY_TIMEOUT_S)
-        except RETRYABLE:
-            abort(fresh)
-            if time.perf_counter() + 2 * delay > closed_at + RETRY_BOUND_S:
-                return None
-            delay *= 2
-            continue
-        user.client = fresh
-        step.served[str(fresh.value("pid"))] += 1
-        return began
+        return same_browser(user.client)
 
-
-async def page_back(client: FletClient) -> None:
-    """Connect and wait until the app's main has put the counter on the page."""
-    await client.connect()
-    await client.wait_for(lambda: client.find("count"), TRY_TIMEOUT_S)
+    within = closed_at + RETRY_BOUND_S - time.perf_counter()
+    try:
+        fresh = await connect_retrying(make, lambda c: c.find("count"), within=within)
+    except TimeoutError:
+        return None
+    user.client = fresh
+    step.served[str(fresh.value("pid"))] += 1
+    return tries[-1]
 
 
 async def closes_soon(client: FletClient) -> bool:
@@ -259,14 +246,7 @@ async def closes_soon(client: FletClient) -> bool:
     return True
 
 
-def abort(client: FletClient) -> None:
-    """Drop a client's socket, if it has one."""
-    if client.ws is not None:
-        with contextlib.suppress(Exception):
-            client.abort()
-
-
-async def follow(user: User, url: str, step: Step, stop: asyncio.Event) -> None:
+async def follow(user: User, step: Step, stop: asyncio.Event) -> None:
     """Bring the user back each time its socket closes, until `stop` is set."""
     while True:
         closed = asyncio.ensure_future(user.client.closed.wait())
@@ -279,7 +259,7 @@ async def follow(user: User, url: str, step: Step, stop: asyncio.Event) -> None:
         closed_at = time.perf_counter()
         step.closings += 1
         step.disconnected.add(user.index)
-        await come_back(user, url, closed_at, step)
+        await come_back(user, closed_at, step)
         if user.index in step.failed:
             return
 
@@ -289,9 +269,7 @@ async def disrupt(
 ) -> Step:
     """Run `action` in a thread while every user is followed; then check all."""
     stop = asyncio.Event()
-    followers = [
-        asyncio.ensure_future(follow(u, cluster.ws_url, step, stop)) for u in users
-    ]
+    followers = [asyncio.ensure_future(follow(u, step, stop)) for u in users]
     try:
         await asyncio.to_thread(action)
         await asyncio.sleep(QUIET_S)
@@ -696,16 +674,10 @@ def goal_lines(phases: list[Phase]) -> list[str]:
 
 def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
     """The markdown report: settings, table, goal."""
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = " | ".join(TITLES[p.mode] for p in phases)
     lines = [
-        "# bench_deploy",
-        "",
-        f"- date: {now}",
-        f"- machine: {machine()}",
+        *report_header("bench_deploy", command, ROOT),
         f"- load before the run (1/5/15 min): {args.load_before}",
-        f"- code: flet-resilient {code_version(ROOT)}",
-        f"- command: `{command}`",
         f"- {args.users} users, 2 uvicorn workers behind HAProxy, one Redis; "
         f"save_delay {args.save_delay:g} s; each user: a note and "
         f"{CLICKS[0]}-{CLICKS[1]} clicks, then a rolling restart, one more "

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import logging
 import math
 import random
@@ -48,12 +47,11 @@ import flet as ft
 from flet_resilient.measure import (
     ChildServer,
     CpuMeter,
-    code_version,
     command_line,
-    machine,
     ms,
     percentile,
     reply,
+    report_header,
     save_report,
     serve_child,
 )
@@ -409,14 +407,8 @@ def goal_met(phase: Phase) -> bool:
 
 def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
     """The markdown report: settings, table, goal."""
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "# bench_flaky",
-        "",
-        f"- date: {now}",
-        f"- machine: {machine()}",
-        f"- code: flet-resilient {code_version(Path(__file__).resolve().parent)}",
-        f"- command: `{command}`",
+        *report_header("bench_flaky", command, Path(__file__).resolve().parent),
         f"- {args.clients} clients, {args.duration:g} s per phase, each: connected "
         f"{CONNECTED_S[0]:g}-{CONNECTED_S[1]:g} s (a click every "
         f"{CLICK_GAP_S[0]:g}-{CLICK_GAP_S[1]:g} s), then half-open "

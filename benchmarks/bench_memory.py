@@ -1,20 +1,20 @@
-"""Server memory with many idle sessions: plain Flet vs `@evict_idle`.
+"""Server memory with many idle sessions: plain Flet vs `@evict_idle`, and recycling.
 
-Run from the repository root (`pip install -e .[bench,plot]`; about 9 minutes
-with the defaults on 2 cores, 1 minute for the smoke run):
+Run from the repository root (`pip install -e .[bench,plot]`; about 13 minutes
+with the defaults on 2 cores, 30 s for the smoke run):
 
     python benchmarks/bench_memory.py                 # 500 sessions x 1000 controls
-    python benchmarks/bench_memory.py --sessions 20 --controls 100 --idle-ttl 5
+    python benchmarks/bench_memory.py --smoke         # evict and recycle, tiny
     python benchmarks/bench_memory.py --replot benchmarks/results/memory.json
 
-Three phases, `plain` (plain Flet), `evict` (the same app under
+Four phases, `plain` (plain Flet), `evict` (the same app under
 `@evict_idle(idle_ttl=--idle-ttl, disconnected_ttl=--disconnected-ttl,
-state=...)` with the default disk store) and `evict-malloc` (the same, its
-server started with PYTHONMALLOC=malloc), each with its own server in a child
-process (`--serve MODE`, uvicorn on 127.0.0.1), so that its RSS, sampled every
-0.5 s with psutil, is the server's alone. The simulated users
-(`flet_resilient.testing.FletClient`, Flet's real WebSocket protocol) run in
-this process:
+state=...)` with the default disk store), `evict-malloc` (the same, its
+server started with PYTHONMALLOC=malloc) and `recycle` (below). The first
+three have their own server in a child process (`--serve MODE`, uvicorn on
+127.0.0.1), so that its RSS, sampled every 0.5 s with psutil, is the
+server's alone. The simulated users (`flet_resilient.testing.FletClient`,
+Flet's real WebSocket protocol) run in this process:
 
 1. baseline: the server's RSS after it started, before any user (cold: code
    that the first visit imports lazily is not in it);
@@ -25,8 +25,8 @@ this process:
    `--closed-share` of the others close their socket (the tab is gone: plain
    Flet keeps such a session for FLET_SESSION_TIMEOUT, 3600 s), the rest leave
    the tab open and idle (plain Flet keeps those forever). The phase waits
-   max(idle_ttl, disconnected_ttl) + 5 s, then reads the RSS and what the
-   server sees (Flet's sessions; with evict, `stats()["evict"]`);
+   max(idle_ttl, disconnected_ttl) + `--settle` (5) s, then reads the RSS and
+   what the server sees (Flet's sessions; with evict, `stats()["evict"]`);
 4. reclaim: the server runs `gc.collect()` and glibc's `malloc_trim(0)` (the
    library does neither), to show how much of the RSS left is garbage not yet
    collected or freed memory the allocator kept; it reports live objects and
@@ -37,15 +37,34 @@ this process:
    Each times connect -> its saved state visible in the mirror. Then `--fresh`
    first-time visitors, the cost of building a page, for comparison.
 
+`recycle` (issue "Worker recycling"): the evict app, also given
+`recycle_rss` (`--recycle-rss` MiB; default per worker halfway between the
+evict phase's target and its RSS after idle) or `recycle_after`
+(`--recycle-after`; the smoke run's default, --sessions / --workers: a
+recycle right after the burst), served by gunicorn with `--workers` (1)
+uvicorn workers (`flet_resilient.cluster.Worker`). A worker over its limit
+drains (saves every session's state, closes the sockets with 1012) and
+exits; gunicorn starts a fresh one. The same steps without 4 (no control
+channel into gunicorn's workers); the RSS is the sum of the worker
+processes' (the master's is reported apart), the baseline that of the fresh
+workers. A client whose socket a drain closes while it is active, or while
+it connects and saves, comes back like the Flutter client (same session id
+and storage, first try after 500 ms, the wait doubling, 30 s at most) and is
+counted as restored if its page shows its state; every connect retries the
+same way (a worker may be booting). Reported besides: worker exits and in
+which step, the workers' drain and recycling log lines, clients back after a
+drain and their close -> state on screen times.
+
 The server socket is bound with proto IPPROTO_TCP, as `uvicorn.run(host=,
 port=)` does, so that asyncio sets TCP_NODELAY (see
-`flet_resilient.testing.loopback_socket`).
+`flet_resilient.testing.loopback_socket`; gunicorn sets it on its own).
 
-Goal: with evict, RSS after idle within 10 % of baseline + the active
-sessions' share, rehydrate p99 < 100 ms, 100 % of states restored. The report
-goes to stdout and `benchmarks/results/memory.md`, the samples to
-`memory.json` and the plot (matplotlib, optional) to `memory_rss.png`, all in
-`benchmarks/results/` (gitignored).
+Goal: with evict (and recycle), RSS after idle within 10 % of baseline + the
+active sessions' share, rehydrate p99 < 100 ms, 100 % of states restored
+(recycle: also after the drains). The report goes to stdout and
+`benchmarks/results/memory.md`, the samples to `memory.json` and the plot
+(matplotlib, optional) to `memory_rss.png`, all in `benchmarks/results/`
+(gitignored); `--out FILE` puts the report there and the other two beside it.
 """
 
 from __future__ import annotations
@@ -72,9 +91,12 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from flet_resilient.measure import (
+    RETRYABLE,
     ChildServer,
     command_line,
+    connect_retrying,
     reply,
+    same_browser,
     save_report,
     serve_child,
 )
@@ -87,15 +109,29 @@ if TYPE_CHECKING:
 
     from flet_resilient.testing import FletClient
 
-MODES = ("plain", "evict", "evict-malloc")
+MODES = ("plain", "evict", "evict-malloc", "recycle")
+SERVED = MODES[:3]  # phases served by `--serve MODE` (recycle: gunicorn)
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SAMPLE_S = 0.5  # RSS sampling interval
-SETTLE_S = 5.0  # extra idle time after the TTLs (sweeps run every second)
 GOAL_RSS = 0.10  # RSS after idle within 10 % of baseline + active sessions
 GOAL_P99_MS = 100.0
 NOISY_CORES = 0.2  # other processes' CPU use that makes a phase's numbers suspect
 NOTES = 5  # notes per user's state
+DRAIN_CLOSE_CODE = 1012  # a drained worker's close: the client reconnects
+DRAIN_RETRIES = 3  # saves redone after drains before a user gives up
 MiB = 1024 * 1024
+SMOKE: dict[str, float] = {  # --smoke: a quick check (about 30 s)
+    "sessions": 12,
+    "controls": 100,
+    "idle_ttl": 2.0,
+    "disconnected_ttl": 1.0,
+    "active": 2,
+    "returning": 4,
+    "fresh": 2,
+    "batch": 3,
+    "settle": 1.0,
+}
+SMOKE_MODES = ("evict", "recycle")
 
 
 # --- the server (child process) ---------------------------------------------------
@@ -116,7 +152,12 @@ def shown(user: str, saves: int) -> str:
 
 
 def make_main(
-    mode: str, controls: int, idle_ttl: float, disconnected_ttl: float
+    mode: str,
+    controls: int,
+    idle_ttl: float,
+    disconnected_ttl: float,
+    recycle_rss: int | None = None,
+    recycle_after: int | None = None,
 ) -> Callable[[ft.Page], Any]:
     """The benchmark app: a state line, a name field, save, `controls` Texts."""
     import flet as ft
@@ -143,7 +184,13 @@ def make_main(
 
     from flet_resilient import app_state, evict_idle
 
-    @evict_idle(idle_ttl=idle_ttl, disconnected_ttl=disconnected_ttl, state=BenchState)
+    @evict_idle(
+        idle_ttl=idle_ttl,
+        disconnected_ttl=disconnected_ttl,
+        state=BenchState,
+        recycle_rss=recycle_rss,
+        recycle_after=recycle_after,
+    )
     async def evict_main(page: ft.Page) -> None:
         await build(page, await app_state(page))
 
@@ -265,6 +312,74 @@ async def serve(args: argparse.Namespace) -> None:
     await serve_child(app, ControlChannel(args.serve).handle)
 
 
+def recycle_app() -> Any:
+    """The recycle phase's ASGI app, for gunicorn (`bench_memory:recycle_app()`),
+    configured by the JSON in $BENCH_MEMORY_APP (see `Fleet`)."""
+    import flet_web.fastapi as flet_fastapi
+
+    settings = json.loads(os.environ["BENCH_MEMORY_APP"])
+    return flet_fastapi.app(make_main("recycle", **settings), no_cdn=True)
+
+
+class Fleet:
+    """The recycle phase's server: a gunicorn master with `--workers` uvicorn
+    worker processes of `recycle_app` (`flet_resilient.cluster.Worker`); no
+    control channel into them, so `query` answers nothing."""
+
+    def __init__(
+        self, args: argparse.Namespace, state_dir: str, limits: dict[str, int | None]
+    ) -> None:
+        from flet_resilient.cluster import Worker
+
+        settings = {
+            "controls": args.controls,
+            "idle_ttl": args.idle_ttl,
+            "disconnected_ttl": args.disconnected_ttl,
+            **limits,
+        }
+        self.worker = Worker(
+            "bench_memory:recycle_app",
+            cwd=Path(__file__).resolve().parent,
+            server="gunicorn",
+            processes=args.workers,
+            env={
+                "BENCH_MEMORY_APP": json.dumps(settings),
+                "FLET_RESILIENT_STATE_DIR": state_dir,
+                "FLET_RESILIENT_DISABLE": "",
+                "PYTHONMALLOC": "",
+            },
+        )
+        self.ws_url = self.worker.ws_url
+
+    def pids(self) -> set[int]:
+        """The gunicorn worker processes (not the master)."""
+        return self.worker.worker_pids()
+
+    def master_rss(self) -> int:
+        """The gunicorn master's RSS (not counted in the fleet's)."""
+        return int(psutil.Process(self.worker.pid).memory_info().rss)
+
+    async def query(self, kind: str, timeout: float = 60) -> dict[str, Any]:
+        """Nothing: the workers have no control channel."""
+        return {}
+
+    def log_lines(self) -> list[str]:
+        """The workers' recycling and drain lines from gunicorn's log."""
+        text = self.worker.log_path.read_text(errors="replace")
+        return [
+            line.strip()
+            for line in text.splitlines()
+            if line.startswith(("recycling this worker", "drained "))
+        ]
+
+    async def __aenter__(self) -> Fleet:
+        await self.worker.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.worker.__aexit__(*exc)
+
+
 class ServerProcess(ChildServer):
     """The app served by `bench_memory.py --serve MODE`, with its control channel."""
 
@@ -292,6 +407,13 @@ class ServerProcess(ChildServer):
     async def query(self, kind: str, timeout: float = 60) -> dict[str, Any]:
         """A `stats`, `heap` or `reclaim` request and its decoded (JSON) reply."""
         return json.loads(" ".join(await self.request(kind, timeout=timeout)))
+
+    def pids(self) -> set[int]:
+        """The one server process."""
+        return {self.pid}
+
+
+Server = ServerProcess | Fleet
 
 
 # --- sampling -------------------------------------------------------------------------
@@ -325,26 +447,47 @@ def rss_anon(pid: int) -> int | None:
 
 
 class Sampler:
-    """Reads the server's RSS every `SAMPLE_S` and polls its session counts."""
+    """Reads the server's RSS every `SAMPLE_S` and polls its session counts.
 
-    def __init__(self, server: ServerProcess) -> None:
+    The RSS is the sum over the server's processes (gunicorn: its workers);
+    a process that goes away is marked as a "worker exit" event.
+    """
+
+    def __init__(self, server: Server) -> None:
         self.server = server
-        self.process = psutil.Process(server.pid)
+        self.processes: dict[int, psutil.Process] = {}
+        self.exits = 0
         self.started = time.monotonic()
         self.samples: list[Sample] = []
         self.events: list[tuple[float, str]] = []
         self.last: dict[str, Any] = {}
         self._poll: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._follow()
 
     def now(self) -> float:
         return time.monotonic() - self.started
 
+    def _follow(self) -> None:
+        """Pick up the server's current processes; mark those that exited."""
+        pids = self.server.pids()
+        for pid in self.processes.keys() - pids:
+            del self.processes[pid]
+            self.exits += 1
+            self.mark("worker exit")
+        for pid in pids - self.processes.keys():
+            with contextlib.suppress(psutil.Error):
+                self.processes[pid] = psutil.Process(pid)
+
     def rss(self) -> int:
-        return int(self.process.memory_info().rss)
+        total = 0
+        for process in list(self.processes.values()):
+            with contextlib.suppress(psutil.Error):
+                total += int(process.memory_info().rss)
+        return total
 
     def anon(self) -> int:
-        return rss_anon(self.process.pid) or 0
+        return sum(rss_anon(pid) or 0 for pid in list(self.processes))
 
     def mark(self, label: str) -> float:
         """Record a phase event at the current time."""
@@ -358,13 +501,14 @@ class Sampler:
 
     async def _run(self) -> None:
         while True:
+            self._follow()
             self.samples.append(
                 Sample(
                     self.now(),
                     self.rss(),
                     self.last.get("sessions"),
                     self.last.get("evict_sessions"),
-                    rss_anon(self.process.pid),
+                    self.anon() if self.processes else None,
                 )
             )
             if self._poll is None or self._poll.done():
@@ -396,6 +540,7 @@ class User:
     role: str  # "active", "idle" or "closed"
     client: FletClient
     saves: int = 0
+    saving: bool = False  # a save was clicked, its answer not seen yet
 
     @property
     def name(self) -> str:
@@ -403,26 +548,81 @@ class User:
 
     @property
     def expected(self) -> str:
-        return shown(self.name, self.saves)
+        return shown(self.name if self.saves else "", self.saves)
+
+    def restored(self) -> bool:
+        """Whether the page shows this user's state (adopting a save that was
+        in flight when the socket closed, if the server applied it)."""
+        state = self.client.value("state")
+        if self.saving and state == shown(self.name, self.saves + 1):
+            self.saves += 1
+        self.saving = False
+        return bool(state == self.expected)
+
+
+def has_state(client: FletClient) -> bool:
+    """The page is built: its state line is mirrored."""
+    return client.value("state") is not None
 
 
 async def save(user: User, timeout: float = 60) -> None:
     """Type the user's name, click save, wait for the state line to show it."""
     client = user.client
-    await client.wait_for(lambda: client.value("state") is not None, timeout)
+    await client.wait_for(lambda: has_state(client), timeout)
     await client.set_props("name", value=user.name)
+    user.saving = True
     await client.click("save")
+    after = shown(user.name, user.saves + 1)
+    await client.wait_for(lambda: client.value("state") == after, timeout)
     user.saves += 1
-    await client.wait_for(lambda: client.value("state") == user.expected, timeout)
+    user.saving = False
+
+
+async def drained(client: FletClient) -> bool:
+    """Whether the server closed this socket to send the client elsewhere
+    (close code 1012, a drain), not for good (e.g. an eviction)."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(client.closed.wait(), 5)
+    return client.ws is not None and client.ws.close_code == DRAIN_CLOSE_CODE
+
+
+async def rejoin(user: User, phase: Phase) -> None:
+    """After a drain: back like the Flutter client (same session id and
+    storage, retries from 500 ms doubling); count whether the state came too."""
+    began = time.perf_counter()
+    old = user.client
+    user.client = await connect_retrying(lambda: same_browser(old), has_state)
+    phase.rejoin_ms.append((time.perf_counter() - began) * 1000)
+    phase.rejoined_ok += user.restored()
+
+
+async def save_through_drains(user: User, phase: Phase) -> None:
+    """`save(user)`; when a drain closes the socket meanwhile, rejoin and save
+    again (a bounded number of times)."""
+    for _ in range(DRAIN_RETRIES):
+        try:
+            await save(user)
+            return
+        except RETRYABLE:
+            if not await drained(user.client):
+                raise
+        await rejoin(user, phase)
+    await save(user)
 
 
 async def keep_active(user: User, period: float, phase: Phase) -> None:
-    """An active user: save every `period` seconds (counted if it gets evicted)."""
+    """An active user: save every `period` seconds and, after a drain, come
+    back at once (counted as lost if evicted or not back in time)."""
     try:
         while True:
-            await asyncio.sleep(period)
-            await save(user)
-    except (ConnectionError, TimeoutError, OSError):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(user.client.closed.wait(), period)
+            if user.client.closed.is_set():
+                if not await drained(user.client):
+                    raise ConnectionError("the session ended")
+                await rejoin(user, phase)
+            await save_through_drains(user, phase)
+    except RETRYABLE:
         phase.active_lost += 1
 
 
@@ -435,12 +635,11 @@ async def connect_user(
     """
     from flet_resilient.testing import FletClient
 
-    client = FletClient(url)
-    await client.connect()
+    client = await connect_retrying(lambda: FletClient(url), has_state, first_wait=0)
     user = User(index, role, client)
-    await save(user)
+    await save_through_drains(user, phase)
     if role == "closed":
-        await client.close()
+        await user.client.close()
     elif role == "active":
         phase.tasks.append(asyncio.create_task(keep_active(user, period, phase)))
     return user
@@ -461,18 +660,20 @@ async def visit(url: str, user: User | None) -> tuple[float, bool, FletClient]:
     """A page load: ms from connect to the state line in the mirror, right state?
 
     With `user`, the same browser reloads (its session id and client storage;
-    a tab still open closes first); without, a first-time visitor.
+    a tab still open closes first); without, a first-time visitor. A failed
+    load is retried like the Flutter client (a worker may be recycling).
     """
     from flet_resilient.testing import FletClient
 
-    client = FletClient(url)
-    if user is not None:
-        await close_quietly(user.client)
-        client.session_id = user.client.session_id
-        client.storage = dict(user.client.storage)
+    previous = None if user is None else user.client
+    if previous is not None:
+        await close_quietly(previous)
+
+    def tab() -> FletClient:
+        return FletClient(url) if previous is None else same_browser(previous)
+
     started = time.perf_counter()
-    await client.connect()
-    await client.wait_for(lambda: client.value("state") is not None, 30)
+    client = await connect_retrying(tab, has_state, first_wait=0)
     elapsed = (time.perf_counter() - started) * 1000
     expected = user.expected if user is not None else shown("", 0)
     return elapsed, client.value("state") == expected, client
@@ -511,6 +712,14 @@ class Phase:
     per_session: float = 0.0  # RSS per session, from the plain phase if run
     own_cores: float = 0.0
     other_cores: float = 0.0
+    workers: int = 1  # server processes (recycle: gunicorn's workers)
+    recycle_rss: int | None = None  # recycle: the limits the app ran with
+    recycle_after: int | None = None
+    worker_exits: int = 0
+    worker_log: list[str] = field(default_factory=list)  # recycling, drains
+    master_rss: int = 0  # recycle: gunicorn's master, not in the RSS columns
+    rejoin_ms: list[float] = field(default_factory=list)  # drain -> state shown
+    rejoined_ok: int = 0  # clients back after a drain that found their state
     samples: list[Sample] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
@@ -533,13 +742,28 @@ def roles(args: argparse.Namespace) -> list[str]:
     return result
 
 
-async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
-    """One phase: its own server process, fresh users, the five steps."""
+def serve_phase(
+    mode: str, args: argparse.Namespace, state_dir: str, phase: Phase
+) -> Server:
+    """The phase's server: `--serve MODE`, or for recycle a gunicorn fleet."""
+    if mode != "recycle":
+        return ServerProcess(mode, args, state_dir)
+    phase.workers = args.workers
+    limits = {"recycle_rss": phase.recycle_rss, "recycle_after": phase.recycle_after}
+    return Fleet(args, state_dir, limits)
+
+
+async def run_phase(
+    mode: str, args: argparse.Namespace, limits: tuple[int | None, int | None]
+) -> Phase:
+    """One phase: its own server, fresh users, the five steps; `limits`: the
+    recycle phase's (recycle_rss, recycle_after)."""
     phase = Phase(mode, args.active, args.sessions)
+    phase.recycle_rss, phase.recycle_after = limits
     log = Progress(mode)
     users: list[User] = []
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as state_dir:
-        async with ServerProcess(mode, args, state_dir) as server:
+        async with serve_phase(mode, args, state_dir, phase) as server:
             sampler = Sampler(server)
             sampler.start()
             from flet_resilient.measure import CpuMeter
@@ -556,6 +780,9 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
                 await sampler.stop()
                 phase.peak = sampler.peak()
                 phase.samples, phase.events = sampler.samples, sampler.events
+                phase.worker_exits = sampler.exits
+                if isinstance(server, Fleet):
+                    phase.worker_log = server.log_lines()
                 for first in range(0, len(users), 50):
                     await asyncio.gather(
                         *(close_quietly(u.client) for u in users[first : first + 50])
@@ -566,7 +793,7 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
 
 async def steps(
     args: argparse.Namespace,
-    server: ServerProcess,
+    server: Server,
     sampler: Sampler,
     phase: Phase,
     users: list[User],
@@ -600,13 +827,13 @@ async def steps(
     phase.server_closed = sum(
         u.client.closed.is_set() for u in users if u.role == "idle"
     )
-    sampler.mark("gc + malloc_trim")
-    log(f"after idle {phase.idle_rss / MiB:.0f} MiB; gc.collect + malloc_trim")
-    phase.reclaim = await server.query("reclaim")
-    await asyncio.sleep(3.0)
-    phase.reclaimed_rss, phase.reclaimed_anon = sampler.rss(), sampler.anon()
+    log(f"after idle {phase.idle_rss / MiB:.0f} MiB")
+    if isinstance(server, Fleet):
+        phase.master_rss = server.master_rss()
+    else:
+        await reclaim(server, sampler, phase, log)
     sampler.mark("return")
-    log(f"after reclaim {phase.reclaimed_rss / MiB:.0f} MiB; users return")
+    log("users return")
     for user in [u for u in users if u.role != "active"][: args.returning]:
         elapsed, ok, client = await visit(server.ws_url, user)
         phase.rehydrate_ms.append(elapsed)
@@ -622,11 +849,23 @@ async def steps(
     sampler.mark("end")
 
 
+async def reclaim(
+    server: ServerProcess, sampler: Sampler, phase: Phase, log: Callable[[str], None]
+) -> None:
+    """Step 4: gc.collect() + malloc_trim(0) in the server, the RSS after."""
+    sampler.mark("gc + malloc_trim")
+    log("gc.collect + malloc_trim")
+    phase.reclaim = await server.query("reclaim")
+    await asyncio.sleep(3.0)
+    phase.reclaimed_rss, phase.reclaimed_anon = sampler.rss(), sampler.anon()
+    log(f"after reclaim {phase.reclaimed_rss / MiB:.0f} MiB")
+
+
 async def idle(
     args: argparse.Namespace, sampler: Sampler, phase: Phase, idle_from: float
 ) -> None:
     """Wait out the TTLs (same length in both phases); note when all went."""
-    until = idle_from + max(args.idle_ttl, args.disconnected_ttl) + SETTLE_S
+    until = idle_from + max(args.idle_ttl, args.disconnected_ttl) + args.settle
     while sampler.now() < until:
         await asyncio.sleep(SAMPLE_S)
         sessions = sampler.last.get("sessions")
@@ -655,13 +894,13 @@ class Progress:
 
 
 def mib(value: float) -> str:
-    """Bytes as whole MiB for the tables."""
-    return f"{value / MiB:.0f}"
+    """Bytes as whole MiB for the tables (n/a for nan: not measured)."""
+    return "n/a" if math.isnan(value) else f"{value / MiB:.0f}"
 
 
 def within(rss: float, phase: Phase) -> str:
     """RSS relative to the target: "+12 %"."""
-    if not phase.target:
+    if not phase.target or math.isnan(rss):
         return "n/a"
     return f"{(rss / phase.target - 1) * 100:+.0f} %"
 
@@ -717,7 +956,44 @@ def report(
     command: str,
     run: dict[str, str],
 ) -> str:
-    """The markdown report: settings, tables, goals."""
+    """The markdown report: settings, tables, notes, goals."""
+    lines = [
+        *settings_lines(phases, args, command, run),
+        "",
+        *rss_rows(phases),
+        "",
+        "What the server process saw (after idle, before and after gc.collect() + "
+        "malloc_trim(0); pymalloc: bytes in live small-object blocks / bytes of "
+        "arenas held; not for recycle, whose gunicorn workers have no control "
+        "channel):",
+        "",
+        *heap_rows([p for p in phases if p.reclaim]),
+        "",
+    ]
+    lines += [f"- {p.mode}: " + "; ".join(phase_notes(p)) for p in phases]
+    live = live_check(phases)
+    if live:
+        lines.append(live)
+    busy = [p.mode for p in phases if p.other_cores > NOISY_CORES]
+    if busy:
+        lines.append(
+            f"- warning: other processes used more than {NOISY_CORES:g} cores during "
+            f"{', '.join(busy)}"
+        )
+    late = [p.mode for p in phases if p.connect_s > args.idle_ttl]
+    if late:
+        lines.append(
+            f"- note: connecting took longer than idle_ttl in {', '.join(late)}; "
+            "with evict, the first idle sessions went before the last connected"
+        )
+    lines += [goal_line(p) for p in phases if p.mode != "plain"]
+    return "\n".join(lines) + "\n"
+
+
+def settings_lines(
+    phases: list[Phase], args: argparse.Namespace, command: str, run: dict[str, str]
+) -> list[str]:
+    """The report's header: when, where, what ran."""
     closed = sum(r == "closed" for r in roles(args))
     lines = [
         "# bench_memory",
@@ -735,7 +1011,21 @@ def report(
         f"- target = baseline + {args.active} active sessions x "
         f"{phases[0].per_session / 1024:.0f} KiB (RSS per session"
         f"{' in the plain phase' if any(p.mode == 'plain' for p in phases) else ''})",
-        "",
+    ]
+    for p in phases:
+        if p.mode == "recycle":
+            lines.append(
+                f"- recycle: the evict app under gunicorn, {p.workers} uvicorn "
+                f"worker(s), with {limits_text(p)}; its RSS columns are the sum of "
+                "the worker processes' RSS (the gunicorn master not included), its "
+                "baseline that of the fresh workers before any user"
+            )
+    return lines
+
+
+def rss_rows(phases: list[Phase]) -> list[str]:
+    """The main table: RSS against the target, returns, states restored."""
+    lines = [
         "| mode | baseline MiB | peak MiB | after idle MiB | after gc + trim MiB "
         "| target MiB | after idle vs target | after gc + trim vs target "
         "| sessions after idle | rehydrate p50 / p99 ms | first visit p50 / p99 ms "
@@ -745,19 +1035,20 @@ def report(
     for p in phases:
         returning = len(p.rehydrate_ms)
         share = 100 * p.restored / returning if returning else math.nan
+        reclaimed = p.reclaimed_rss if p.reclaim else math.nan
         lines.append(
             f"| {p.mode} | {mib(p.baseline)} | {mib(p.peak)} | {mib(p.idle_rss)} | "
-            f"{mib(p.reclaimed_rss)} | {mib(p.target)} | {within(p.idle_rss, p)} | "
-            f"{within(p.reclaimed_rss, p)} | {p.idle_stats.get('sessions', '?')} | "
+            f"{mib(reclaimed)} | {mib(p.target)} | {within(p.idle_rss, p)} | "
+            f"{within(reclaimed, p)} | {p.idle_stats.get('sessions', 'n/a')} | "
             f"{p50_p99(p.rehydrate_ms)} | {p50_p99(p.fresh_ms)} | "
             f"{p.restored}/{returning} ({share:.0f} %) |"
         )
-    lines += [
-        "",
-        "What the server process saw (after idle, before and after gc.collect() + "
-        "malloc_trim(0); pymalloc: bytes in live small-object blocks / bytes of "
-        "arenas held):",
-        "",
+    return lines
+
+
+def heap_rows(phases: list[Phase]) -> list[str]:
+    """The second table: sessions, gc objects, pymalloc, RSS in the server."""
+    lines = [
         "| mode | connect s | Flet sessions (connected) | evict_idle tracks "
         "| gc objects: baseline / after idle / after gc | gc.collect freed | "
         "gc.collect ms | pymalloc MiB live / held: after idle -> after gc "
@@ -786,68 +1077,110 @@ def report(
             f"{mib(p.baseline_anon)} / {mib(p.idle_anon)} / "
             f"{mib(p.reclaimed_anon)} | {mib(p.final_rss)} |"
         )
-    lines.append("")
-    for p in phases:
-        notes = [f"{p.server_closed} open idle tabs closed by the server"]
-        if p.mode != "plain":
-            stats = p.final_stats
-            notes.append(f"counters {stats.get('counters')}")
-            notes.append(
-                f"state store ops {stats.get('store_ops')} (gets and puts, timed "
-                "on the event loop, so waiting for it included), p50 / p99 <= "
-                f"{stats.get('store_p50_ms', 0):.0f} / "
-                f"{stats.get('store_p99_ms', 0):.0f} ms (bucket bounds)"
-            )
-            notes.append(
-                f"`app_state` restores {stats.get('restores')} (key from the "
-                "client, store read, decode; the page build is not included), "
-                f"p50 / p99 <= {stats.get('restore_p50_ms', 0):.0f} / "
-                f"{stats.get('restore_p99_ms', 0):.0f} ms (bucket bounds)"
-            )
-            if p.all_evicted_at is not None:
-                notes.append(
-                    f"idle and closed sessions all gone {p.all_evicted_at:.1f} s "
-                    "into the idle step"
-                )
-        if p.active_lost:
-            notes.append(f"{p.active_lost} ACTIVE users lost their session")
+    return lines
+
+
+def phase_notes(p: Phase) -> list[str]:
+    """One phase's notes: closed tabs, the library's counters, recycling, CPU."""
+    notes = [f"{p.server_closed} open idle tabs closed by the server"]
+    stats = p.final_stats
+    if "counters" in stats:  # what evict_idle reported (not plain, not recycle)
+        notes.append(f"counters {stats.get('counters')}")
         notes.append(
-            f"CPU cores: bench {p.own_cores:.2f}, other processes {p.other_cores:.2f}"
+            f"state store ops {stats.get('store_ops')} (gets and puts, timed "
+            "on the event loop, so waiting for it included), p50 / p99 <= "
+            f"{stats.get('store_p50_ms', 0):.0f} / "
+            f"{stats.get('store_p99_ms', 0):.0f} ms (bucket bounds)"
         )
-        lines.append(f"- {p.mode}: " + "; ".join(notes))
-    live = live_check(phases)
-    if live:
-        lines.append(live)
-    busy = [p.mode for p in phases if p.other_cores > NOISY_CORES]
-    if busy:
-        lines.append(
-            f"- warning: other processes used more than {NOISY_CORES:g} cores during "
-            f"{', '.join(busy)}"
+        notes.append(
+            f"`app_state` restores {stats.get('restores')} (key from the "
+            "client, store read, decode; the page build is not included), "
+            f"p50 / p99 <= {stats.get('restore_p50_ms', 0):.0f} / "
+            f"{stats.get('restore_p99_ms', 0):.0f} ms (bucket bounds)"
         )
-    late = [p.mode for p in phases if p.connect_s > args.idle_ttl]
-    if late:
-        lines.append(
-            f"- note: connecting took longer than idle_ttl in {', '.join(late)}; "
-            "with evict, the first idle sessions went before the last connected"
+    if p.all_evicted_at is not None:
+        notes.append(
+            f"idle and closed sessions all gone {p.all_evicted_at:.1f} s "
+            "into the idle step"
         )
+    if p.mode == "recycle":
+        notes += recycle_notes(p)
+    if p.active_lost:
+        notes.append(f"{p.active_lost} ACTIVE users lost their session")
+    notes.append(
+        f"CPU cores: bench {p.own_cores:.2f}, other processes {p.other_cores:.2f}"
+    )
+    return notes
+
+
+def limits_text(p: Phase) -> str:
+    """The recycle phase's limits, as evict_idle arguments."""
+    limits = []
+    if p.recycle_rss is not None:
+        limits.append(f"recycle_rss={mib(p.recycle_rss)} MiB")
+    if p.recycle_after is not None:
+        limits.append(f"recycle_after={p.recycle_after}")
+    return ", ".join(limits) or "no limit"
+
+
+def recycle_notes(p: Phase) -> list[str]:
+    """What recycling did: worker exits by step, drains, clients back."""
+    steps: dict[str, int] = {}
+    step = "start"
+    for _, label in p.events:
+        if label == "worker exit":
+            steps[step] = steps.get(step, 0) + 1
+        else:
+            step = label
+    when = ", ".join(f"{n} in {label}" for label, n in steps.items()) or "none"
+    drains = [drain_figures(line) for line in p.worker_log if line.startswith("dr")]
+    reasons = sorted(
+        {line.split(": ", 1)[-1] for line in p.worker_log if "(pid" in line}
+    )
+    return [
+        f"worker exits {p.worker_exits} ({when}); why: {', '.join(reasons) or '-'}",
+        f"drains {len(drains)}: {sum(d[0] for d in drains)} sessions, "
+        f"{sum(d[1] for d in drains)} NOT saved, the longest "
+        f"{max((d[2] for d in drains), default=0):.2f} s",
+        f"master RSS after idle {mib(p.master_rss)} MiB (not counted)",
+        f"{len(p.rejoin_ms)} clients came back after a drain, "
+        f"{p.rejoined_ok} found their state; close to state on screen p50 / p99 "
+        f"{p50_p99(p.rejoin_ms)} ms",
+    ]
+
+
+def drain_figures(line: str) -> tuple[int, int, float]:
+    """(sessions, not saved, seconds) of a worker's "drained ..." log line."""
+    words = line.replace(",", "").replace(":", "").split()
+    sessions, seconds = int(words[1]), float(words[4])
+    unsaved = int(words[words.index("NOT") - 1])
+    return sessions, unsaved, seconds
+
+
+def goal_line(p: Phase) -> str:
+    """One phase's verdicts on the issue's goals."""
     from flet_resilient.measure import percentile
 
-    for p in phases:
-        if p.mode == "plain":
-            continue
-        verdict = {True: "met", False: "NOT met"}
-        returning = len(p.rehydrate_ms)
-        restore_p99 = p.final_stats.get("restore_p99_ms", math.inf)
-        lines.append(
-            f"- goals ({p.mode}): RSS after idle within {GOAL_RSS * 100:g} % of the "
-            f"target: {verdict[meets_rss(p.idle_rss, p)]} (after gc + trim: "
-            f"{verdict[meets_rss(p.reclaimed_rss, p)]}); rehydrate p99 < "
-            f"{GOAL_P99_MS:g} ms: connect to state on screen "
-            f"{verdict[percentile(p.rehydrate_ms, 99) < GOAL_P99_MS]}, state "
-            f"restore in app_state {verdict[restore_p99 < GOAL_P99_MS]}; 100 % "
-            f"state restored: {verdict[returning > 0 and p.restored == returning]}"
+    verdict = {True: "met", False: "NOT met"}
+    returning = len(p.rehydrate_ms)
+    restore_p99 = p.final_stats.get("restore_p99_ms", math.inf)
+    restore = verdict[restore_p99 < GOAL_P99_MS] if p.final_stats else "n/a"
+    trimmed = verdict[meets_rss(p.reclaimed_rss, p)] if p.reclaim else "n/a"
+    line = (
+        f"- goals ({p.mode}): RSS after idle within {GOAL_RSS * 100:g} % of the "
+        f"target: {verdict[meets_rss(p.idle_rss, p)]} (after gc + trim: "
+        f"{trimmed}); rehydrate p99 < {GOAL_P99_MS:g} ms: connect to state on "
+        f"screen {verdict[percentile(p.rehydrate_ms, 99) < GOAL_P99_MS]}, state "
+        f"restore in app_state {restore}; 100 % "
+        f"state restored: {verdict[returning > 0 and p.restored == returning]}"
+    )
+    if p.mode == "recycle":
+        back = len(p.rejoin_ms)
+        line += (
+            f"; every client back after a drain found its state: "
+            f"{verdict[back > 0 and p.rejoined_ok == back]} ({p.rejoined_ok}/{back})"
         )
-    return "\n".join(lines) + "\n"
+    return line
 
 
 def load_phases(saved: dict[str, Any]) -> list[Phase]:
@@ -871,7 +1204,12 @@ def plot(phases: list[Phase], path: Path, title: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    colors = {"plain": "tab:red", "evict": "tab:blue", "evict-malloc": "tab:green"}
+    colors = {
+        "plain": "tab:red",
+        "evict": "tab:blue",
+        "evict-malloc": "tab:green",
+        "recycle": "tab:purple",
+    }
     figure, (top, bottom) = plt.subplots(
         2, 1, figsize=(10, 7), sharex=True, height_ratios=(3, 1.3)
     )
@@ -984,9 +1322,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="idle time after the TTLs before the RSS is read, s",
+    )
+    parser.add_argument(
         "--modes",
-        default=",".join(MODES),
-        help="comma-separated phases to run, of plain,evict",
+        help=f"comma-separated phases to run, of {','.join(MODES)} (default: all; "
+        "--smoke: evict,recycle)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="recycle: gunicorn worker processes"
+    )
+    parser.add_argument(
+        "--recycle-rss",
+        type=float,
+        metavar="MIB",
+        help="recycle: evict_idle(recycle_rss=...) in MiB (default: per worker, "
+        "halfway between the evict phase's target and its RSS after idle)",
+    )
+    parser.add_argument(
+        "--recycle-after",
+        type=int,
+        metavar="N",
+        help="recycle: evict_idle(recycle_after=...) (--smoke: --sessions)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a quick check with tiny sizes (overrides the size options)",
     )
     parser.add_argument(
         "--output-dir",
@@ -995,20 +1360,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where memory.md, memory.json and memory_rss.png go",
     )
     parser.add_argument(
+        "--output",
+        "--out",
+        type=Path,
+        help="the report file instead (its .json and _rss.png go beside it)",
+    )
+    parser.add_argument(
         "--replot",
         type=Path,
         help="only redo the report and plot of a saved memory.json (next to it)",
     )
-    parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=SERVED, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     if args.disconnected_ttl is None:
         args.disconnected_ttl = args.idle_ttl / 2
     if args.active is None:
         args.active = max(1, args.sessions // 20)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or any(m not in MODES for m in modes):
+    default = SMOKE_MODES if args.smoke else MODES
+    modes = [m.strip() for m in (args.modes or ",".join(default)).split(",")]
+    if not any(modes) or any(m not in MODES for m in modes if m):
         parser.error(f"--modes must list some of {', '.join(MODES)}")
     args.modes = [m for m in MODES if m in modes]
+    args.report = args.output or args.output_dir / "memory.md"
+    no_limit = args.recycle_rss is None and args.recycle_after is None
+    if no_limit and args.smoke:
+        args.recycle_after = args.sessions // args.workers or 1  # after the burst
+    elif no_limit and "recycle" in args.modes and "evict" not in args.modes:
+        parser.error("recycle needs --recycle-rss or --recycle-after without evict")
+    if args.workers < 1 or args.settle < 0:
+        parser.error("need --workers >= 1 and --settle >= 0")
     if not 1 <= args.sessions <= 5000 or args.controls < 0 or args.batch < 1:
         parser.error("need 1 <= --sessions <= 5000, --controls >= 0, --batch >= 1")
     if not 0 <= args.active < args.sessions or not 0 <= args.closed_share <= 1:
@@ -1021,17 +1403,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> list[Phase]:
-    """Every requested phase, one after the other.
+    """Every requested phase, one after the other (recycle last: its default
+    limit comes from the evict phase)."""
+    phases: list[Phase] = []
+    for mode in args.modes:
+        limits = recycle_limits(args, phases) if mode == "recycle" else (None, None)
+        phases.append(await run_phase(mode, args, limits))
+        share_per_session(phases, args)
+    return phases
 
-    RSS per session comes from the plain phase when it ran (under evict, the
-    first idle sessions may go before the last connect).
-    """
-    phases = [await run_phase(mode, args) for mode in args.modes]
+
+def share_per_session(phases: list[Phase], args: argparse.Namespace) -> None:
+    """Give every phase the RSS per session of the plain phase if it ran, else
+    of the first one (under evict, the first idle sessions may go before the
+    last connect; under recycle, a worker may go)."""
     reference = next((p for p in phases if p.mode == "plain"), phases[0])
     per_session = (reference.connected_rss - reference.baseline) / args.sessions
     for phase in phases:
         phase.per_session = per_session
-    return phases
+
+
+def recycle_limits(
+    args: argparse.Namespace, done: list[Phase]
+) -> tuple[int | None, int | None]:
+    """(recycle_rss bytes, recycle_after) for the recycle phase: as given, else
+    an RSS halfway between the evict phase's target and its RSS after idle
+    (per worker: the burst is shared among `--workers`)."""
+    if args.recycle_rss is not None or args.recycle_after is not None:
+        rss = None if args.recycle_rss is None else int(args.recycle_rss * MiB)
+        return rss, args.recycle_after
+    evict = next(p for p in done if p.mode == "evict")
+    active = evict.target - evict.baseline
+    left = evict.idle_rss - evict.baseline
+    return int(evict.baseline + (active + left) / 2 / args.workers), None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1045,7 +1449,8 @@ def main(argv: list[str] | None = None) -> None:
         saved = json.loads(args.replot.read_text())
         phases = load_phases(saved)
         saved_args = parse_args(shlex.split(saved["command"])[2:])
-        write_results(phases, saved_args, saved["command"], saved, args.replot.parent)
+        report_path = args.replot.with_suffix(".md")
+        write_results(phases, saved_args, saved["command"], saved, report_path)
         return
     logging.getLogger("flet_resilient").setLevel(logging.ERROR)
     phases = asyncio.run(run(args))
@@ -1055,7 +1460,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.idle_ttl:g} s, disconnected_ttl {args.disconnected_ttl:g} s "
         f"({datetime.date.today().isoformat()}, {os.cpu_count()} cores)"
     )
-    write_results(phases, args, command, {**about(), "title": title}, args.output_dir)
+    write_results(phases, args, command, {**about(), "title": title}, args.report)
 
 
 def write_results(
@@ -1063,12 +1468,13 @@ def write_results(
     args: argparse.Namespace,
     command: str,
     run: dict[str, str],
-    output: Path,
+    report_path: Path,
 ) -> None:
-    """Write memory.json, memory_rss.png and memory.md into `output`; print."""
-    output.mkdir(parents=True, exist_ok=True)
+    """Write the report (e.g. memory.md), its samples (memory.json) and plot
+    (memory_rss.png) side by side; print the report."""
+    report_path.parent.mkdir(parents=True, exist_ok=True)
     text = report(phases, args, command, run)
-    (output / "memory.json").write_text(
+    report_path.with_suffix(".json").write_text(
         json.dumps(
             {
                 "command": command,
@@ -1077,7 +1483,7 @@ def write_results(
             }
         )
     )
-    image = output / "memory_rss.png"
+    image = report_path.with_name(f"{report_path.stem}_rss.png")
     if plot(phases, image, run["title"]):
         text += f"\n![server RSS over time]({image.name})\n"
     else:
@@ -1085,7 +1491,7 @@ def write_results(
             "matplotlib is not installed (pip install -e '.[plot]'): no plot",
             file=sys.stderr,
         )
-    save_report(text, output / "memory.md")
+    save_report(text, report_path)
 
 
 if __name__ == "__main__":

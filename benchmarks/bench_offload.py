@@ -50,13 +50,14 @@ from flet_resilient import configure_offload, offload
 from flet_resilient.measure import (
     ChildServer,
     CpuMeter,
+    click_and_wait,
+    click_at_random,
     close_all,
-    code_version,
     command_line,
     connect_many,
-    machine,
     ms,
     percentile,
+    report_header,
     save_report,
 )
 from flet_resilient.testing import FletClient, FletServer
@@ -174,39 +175,6 @@ class Phase:
     other_cores: float = 0.0  # CPU used by everything else on the machine
 
 
-async def click_and_wait(
-    client: FletClient, button: str, text: str, target: int, timeout: float
-) -> float:
-    """Click `button`, wait until Text `text` shows >= `target`; seconds taken."""
-    started = time.perf_counter()
-    await client.click(button)
-    await client.wait_for(lambda: int(client.value(text)) >= target, timeout=timeout)
-    return time.perf_counter() - started
-
-
-async def bystander(
-    client: FletClient,
-    rng: random.Random,
-    deadline: float,
-    timeout: float,
-    phase: Phase,
-) -> None:
-    """Click "light" at random intervals until `deadline`, recording latencies."""
-    clicks = int(client.value("count"))
-    while True:
-        await asyncio.sleep(rng.uniform(0.5, 1.5))
-        if time.perf_counter() >= deadline:
-            return
-        clicks += 1
-        started = time.perf_counter()
-        try:
-            seconds = await click_and_wait(client, "light", "count", clicks, timeout)
-        except TimeoutError:  # counted at the timeout: a lower bound
-            phase.timeouts += 1
-            seconds = time.perf_counter() - started
-        phase.latencies_ms.append(seconds * 1000)
-
-
 async def heavy_user(
     client: FletClient, deadline: float, timeout: float, phase: Phase
 ) -> None:
@@ -263,8 +231,13 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
             started = time.perf_counter()
             deadline = started + args.duration
             tasks = [
-                bystander(
-                    c, random.Random(rng.random()), deadline, args.click_timeout, phase
+                click_at_random(
+                    c,
+                    "light",
+                    random.Random(rng.random()),
+                    deadline,
+                    args.click_timeout,
+                    phase,
                 )
                 for c in bystanders
             ]
@@ -290,15 +263,9 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
 
 def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
     """The markdown report: settings, table, ratios, goal."""
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     heavy = max(1, round(args.users * args.heavy_share))
     lines = [
-        "# bench_offload",
-        "",
-        f"- date: {now}",
-        f"- machine: {machine()}",
-        f"- code: flet-resilient {code_version(Path(__file__).resolve().parent)}",
-        f"- command: `{command}`",
+        *report_header("bench_offload", command, Path(__file__).resolve().parent),
         f"- {args.users} users ({heavy} heavy, {args.users - heavy} bystanders), "
         f"{args.duration:g} s per phase, {args.job_seconds:g} s CPU jobs, "
         f"{args.processes} worker process{'es' if args.processes != 1 else ''}"

@@ -168,60 +168,82 @@ class Dashboard:
         self.ticks.update()
 
 
-def make_main(
-    hz: float | None = None, ticks: int | None = None, seed: int | None = None
-) -> Callable[[ft.Page], Awaitable[None]]:
-    """The app's coalesced main; unset arguments come from the environment."""
+async def feed(
+    page: ft.Page,
+    show: Callable[[dict[str, float], int], None],
+    hz: float,
+    ticks: int | None,
+    seed: int,
+) -> bool:
+    """Call `show(values, tick)` `hz` times a second; True once `ticks` are shown.
+
+    Paused while the user is away (Flet keeps the session for a reconnect);
+    returns False when Flet closes the session.
+    """
+    connected = asyncio.Event()
+    connected.set()
+    closed = False
+
+    async def on_connect(e: ft.Event) -> None:
+        connected.set()
+
+    async def on_disconnect(e: ft.Event) -> None:
+        connected.clear()
+
+    async def on_close(e: ft.Event) -> None:
+        nonlocal closed
+        closed = True
+        connected.set()
+
+    page.on_connect, page.on_disconnect = on_connect, on_disconnect
+    page.on_close = on_close
+    rng = random.Random(seed)
+    values = start_values()
+    started = time.monotonic()
+    tick = 0
+    while ticks is None or tick < ticks:
+        if page.session.connection is None:
+            await connected.wait()
+            if closed:
+                return False
+            started = time.monotonic() - tick / hz  # resume, no catch-up
+        tick += 1
+        values = step(values, rng)
+        show(values, tick)
+        delay = started + tick / hz - time.monotonic()
+        if delay < 0:
+            started -= delay  # late: shift the schedule, no catch-up burst
+        await asyncio.sleep(max(0.0, delay))
+    return True
+
+
+def settings(
+    hz: float | None, ticks: int | None, seed: int | None
+) -> tuple[float, int | None, int]:
+    """The feed's rate, tick count and seed; unset ones come from the environment."""
     hz = hz or env_float("DASHBOARD_HZ", 150)
     if ticks is None and os.environ.get("DASHBOARD_TICKS"):
         ticks = int(os.environ["DASHBOARD_TICKS"])
     seed = seed if seed is not None else int(env_float("DASHBOARD_SEED", 0))
+    return hz, ticks, seed
+
+
+def make_main(
+    hz: float | None = None, ticks: int | None = None, seed: int | None = None
+) -> Callable[[ft.Page], Awaitable[None]]:
+    """The app's coalesced main; unset arguments come from the environment."""
+    hz, ticks, seed = settings(hz, ticks, seed)
 
     @fr.coalesce_updates(max_hz=20)
     async def main(page: ft.Page) -> None:
         page.title = "flet-resilient: live dashboard"
         board = Dashboard()
         page.add(*board.controls())
-        # Paused while the user is away (Flet keeps the session for a reconnect),
-        # stopped when Flet closes the session.
-        connected = asyncio.Event()
-        connected.set()
-        closed = False
-
-        async def on_connect(e: ft.Event) -> None:
-            connected.set()
-
-        async def on_disconnect(e: ft.Event) -> None:
-            connected.clear()
-
-        async def on_close(e: ft.Event) -> None:
-            nonlocal closed
-            closed = True
-            connected.set()
-
-        page.on_connect, page.on_disconnect = on_connect, on_disconnect
-        page.on_close = on_close
 
         async def produce() -> None:
-            rng = random.Random(seed)
-            values = start_values()
-            started = time.monotonic()
-            tick = 0
-            while ticks is None or tick < ticks:
-                if page.session.connection is None:
-                    await connected.wait()
-                    if closed:
-                        return
-                    started = time.monotonic() - tick / hz  # resume, no catch-up
-                tick += 1
-                values = step(values, rng)
-                board.show(values, tick)
-                delay = started + tick / hz - time.monotonic()
-                if delay < 0:
-                    started -= delay  # late: shift the schedule, no catch-up burst
-                await asyncio.sleep(max(0.0, delay))
-            board.status.value = "done"
-            board.status.update()
+            if await feed(page, board.show, hz, ticks, seed):
+                board.status.value = "done"
+                board.status.update()
 
         board.show(start_values(), 0)
         page.run_task(produce)

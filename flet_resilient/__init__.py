@@ -1,10 +1,11 @@
 """flet-resilient: keep Flet web apps responsive with many users and flaky networks.
 
-Importing the package installs the Flet adapter fixes (see `adapter`); each
+Importing the package changes nothing in Flet: the first decorator, `serve()`
+or the test server installs the adapter's fixes (see `adapter.install`); each
 mitigation is then one decorator away.
 """
 
-from flet_resilient.adapter import UnsupportedFletVersion
+from flet_resilient.adapter import UnsupportedFletVersion, install
 from flet_resilient.coalesce import coalesce_page, coalesce_updates
 from flet_resilient.drain import DrainReport, drain
 from flet_resilient.errors import (
@@ -17,6 +18,7 @@ from flet_resilient.errors import (
 )
 from flet_resilient.evict import app_state, evict_idle, save_state
 from flet_resilient.handlers import debounce, throttle
+from flet_resilient.limits import configure_limits
 from flet_resilient.metrics import stats
 from flet_resilient.offload import Offloaded, configure_offload, offload
 from flet_resilient.reconnect import buffer_reconnects, connected, is_connected
@@ -42,11 +44,13 @@ __all__ = [
     "buffer_reconnects",
     "coalesce_page",
     "coalesce_updates",
+    "configure_limits",
     "configure_offload",
     "connected",
     "debounce",
     "drain",
     "evict_idle",
+    "install",
     "is_connected",
     "offload",
     "save_state",

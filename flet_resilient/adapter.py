@@ -2,7 +2,9 @@
 
 Everything else in flet-resilient goes through the small functions here, so a
 Flet upgrade is checked against one file. Importing it verifies the installed
-Flet version, then wraps a few Flet methods once (see docs/compatibility.md):
+Flet version; `install()` (called by the decorators, `serve()` and the test
+server, never by an import) checks that every method it wraps exists
+(`PATCHED`), then wraps them once (see docs/compatibility.md):
 
 * every ended WebSocket ends or disconnects its session (Flet skips
   `disconnect_session` when `send_bytes` raises, leaking "connected" sessions),
@@ -10,10 +12,14 @@ Flet version, then wraps a few Flet methods once (see docs/compatibility.md):
   closed session is freed by reference counting (no Session <-> FletApp cycle);
 * the per-socket send queue is thread-safe (a worker thread's `update()` wakes
   the loop at once instead of waiting ~100 ms) and measures its backlog;
-* hooks the mitigations plug into: a patch sink per session (coalescing), an
+* hooks the mitigations plug into: a patch sink per session (coalescing; it
+  takes plain `update()` patches and declarative components' re-renders), an
   outbox per session (replay buffer), session lifecycle events, and the
   REGISTER_CLIENT vetting that keeps sessions to their app and takes a session
-  over from a stale socket.
+  over from a stale socket;
+* inbound screening: one session per socket, frames and messages Flet cannot
+  take are dropped and counted instead of ending the socket, and an
+  `InboundGuard` (see `limits`) bounds frame size, event rate and new sessions.
 """
 
 from __future__ import annotations
@@ -25,13 +31,17 @@ import functools
 import hashlib
 import logging
 import secrets
+import sys
 import threading
+import traceback
 import weakref
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeGuard
 
 import msgpack
+from fastapi import WebSocketDisconnect
+from flet.components.component import Component
 from flet.controls.base_control import BaseControl
 from flet.controls.context import _context_page, context
 from flet.controls.control_event import Event
@@ -44,6 +54,7 @@ from flet.messaging.protocol import (
 from flet.messaging.session import Session
 from flet_web.fastapi.flet_app import FletApp, app_manager
 from flet_web.fastapi.flet_app_manager import FletAppManager
+from flet_web.fastapi.flet_fastapi import FastAPI as FletFastAPI
 
 from flet_resilient.background import spawn
 from flet_resilient.metrics import count, register_section
@@ -53,12 +64,15 @@ from flet_resilient.watchdog import watch_loop
 __all__ = [
     "POLICY_ATTRIBUTE",
     "SUPPORTED_FLET",
+    "Admission",
     "HandlerRun",
+    "InboundGuard",
     "Outbox",
     "PatchSink",
     "SendQueue",
     "UnsupportedFletVersion",
     "came_from_elsewhere",
+    "cannot_route",
     "close_session",
     "close_sockets",
     "control_count",
@@ -69,8 +83,11 @@ __all__ = [
     "end_session",
     "fail_invoke",
     "hold",
+    "install",
+    "installed",
     "invoke_call",
     "invoke_pending",
+    "is_component",
     "is_connected",
     "is_flet_event",
     "is_one_shot",
@@ -81,8 +98,10 @@ __all__ = [
     "release",
     "resend",
     "send_queue",
+    "session_main",
     "session_tag",
     "sessions",
+    "set_inbound_guard",
     "set_outbox",
     "set_patch_sink",
 ]
@@ -152,7 +171,9 @@ class _SendQueueSlot:
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
             return self
-        return obj.__dict__.get("_flet_resilient_queue")
+        if "_flet_resilient_queue" in obj.__dict__:
+            return obj.__dict__["_flet_resilient_queue"]
+        return obj.__dict__.get("_FletApp__send_queue")  # began before install
 
     def __set__(self, obj: Any, value: Any) -> None:
         obj.__dict__["_flet_resilient_queue"] = (
@@ -162,8 +183,11 @@ class _SendQueueSlot:
 
 # --- session lifecycle --------------------------------------------------------
 
-SessionEvent = Literal["activity", "handled", "attached", "disconnected", "closed"]
+SessionEvent = Literal[
+    "created", "activity", "handled", "attached", "disconnected", "closed"
+]
 _hooks: dict[str, list[Callable[[Session], None]]] = {
+    "created": [],
     "activity": [],
     "handled": [],
     "attached": [],
@@ -173,10 +197,11 @@ _hooks: dict[str, list[Callable[[Session], None]]] = {
 
 
 def on_session(event: SessionEvent, hook: Callable[[Session], None]) -> None:
-    """Call `hook(session)` (on the loop) when its client sends an event or a
-    property change ("activity"), when the handler of a client event has
-    ended ("handled"), when it is re-attached to a socket, loses its socket,
-    or is closed by Flet (expiry or eviction)."""
+    """Call `hook(session)` (on the loop) when Flet has made it for a client
+    ("created", before its `main` runs, even if it never does), when its
+    client sends an event or a property change ("activity"), when the handler
+    of a client event has ended ("handled"), when it is re-attached to a
+    socket, loses its socket, or is closed by Flet (expiry or eviction)."""
     if hook not in _hooks[event]:
         _hooks[event].append(hook)
 
@@ -251,6 +276,9 @@ class PatchSink(Protocol):
     def merge(self, control: BaseControl) -> bool:
         """True if `control`'s patch is already pending here (nothing to do)."""
 
+    def bypassed(self, shape: str) -> None:
+        """A `patch_control` call of `shape` could not be deferred: sent at once."""
+
 
 _sinks: weakref.WeakKeyDictionary[Session, PatchSink] = weakref.WeakKeyDictionary()
 _held: dict[int, PatchSink] = {}
@@ -269,11 +297,50 @@ def release(control: BaseControl) -> None:
 
 
 def set_patch_sink(session: Session, sink: PatchSink | None) -> None:
-    """Route the session's plain `update()` patches to `sink` (None: directly)."""
+    """Route the session's plain `update()` patches and its components'
+    re-renders to `sink` (None: directly)."""
     if sink is None:
         _sinks.pop(session, None)
     else:
         _sinks[session] = sink
+
+
+_sending: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "flet_resilient_sending", default=False
+)
+"""Set while a sink's pending patch is diffed and sent (see `patch_now`)."""
+
+_PATCH_PARAMETERS = ("prev_control", "parent", "path", "frozen")
+"""`Session.patch_control`'s parameters after `control`, in order."""
+
+
+def _patch_arguments(args: tuple[Any, ...], kw: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a `patch_control` call after `control`, by name."""
+    return dict(zip(_PATCH_PARAMETERS, args, strict=False)) | kw
+
+
+def _plain_patch(
+    control: BaseControl, args: tuple[Any, ...], kw: dict[str, Any]
+) -> bool:
+    """Whether a `patch_control` call means just `patch_control(control)`."""
+    if not args and not kw:
+        return True  # the hot path: every plain `update()`
+    given = _patch_arguments(args, kw)
+    prev = given.get("prev_control")
+    return (
+        given.keys() <= set(_PATCH_PARAMETERS)
+        and (prev is None or prev is control)
+        and given.get("parent") is None
+        and not given.get("path")
+        and not given.get("frozen")
+    )
+
+
+def _patch_shape(args: tuple[Any, ...], kw: dict[str, Any]) -> str:
+    """A call's shape for a warning, e.g. `patch_control(control, parent=Column)`."""
+    given = _patch_arguments(args, kw)
+    shown = "".join(f", {name}={type(v).__name__}" for name, v in given.items())
+    return f"patch_control(control{shown})"
 
 
 _ORDERED_ACTIONS = (MessageAction.INVOKE_METHOD, MessageAction.SESSION_CRASHED)
@@ -345,9 +412,11 @@ async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
         return
     main = app._FletApp__main
     if _session_mains.get(candidate, main) is not main:
-        count("reconnect.takeovers_refused")
-        logger.warning("refused session %s to another app", session_tag(candidate))
-        body["session_id"] = None
+        _refuse_session(candidate, body, "another app")
+        return
+    bound = _bindings.get(candidate)
+    if bound is not None and bound != browser_binding(app):
+        _refuse_session(candidate, body, "a browser without its binding cookie")
         return
     stale = candidate.connection
     if stale is None or stale is app or _policy(app) is None:
@@ -363,6 +432,330 @@ async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
         spawn(websocket.close(), quiet=True)
 
 
+def _refuse_session(candidate: Session, body: dict[str, Any], to: str) -> None:
+    """Answer a REGISTER_CLIENT naming `candidate` with a fresh session."""
+    count("reconnect.takeovers_refused")
+    logger.warning("refused session %s to %s", session_tag(candidate), to)
+    body["session_id"] = None
+
+
+BINDING_COOKIE = "flet_resilient_bind"
+"""An HttpOnly cookie set on the page load: a session goes back only to the
+browser that created it, so its id alone (a leaked log line) is not enough."""
+_bindings: weakref.WeakKeyDictionary[Session, str] = weakref.WeakKeyDictionary()
+
+
+def browser_binding(app: FletApp) -> str | None:
+    """The binding cookie the app's socket handshake carried, if any."""
+    websocket = _private(app, "_FletApp__websocket")
+    cookies = getattr(websocket, "cookies", None) or {}
+    value = cookies.get(BINDING_COOKIE)
+    return value if isinstance(value, str) and value else None
+
+
+class _BindingCookie:
+    """ASGI middleware: give every browser that lacks one a binding cookie."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or _carries_binding(scope):
+            await self.app(scope, receive, send)
+            return
+        cookie = f"{BINDING_COOKIE}={secrets.token_urlsafe(24)}; Path=/; HttpOnly"
+        cookie += "; SameSite=Strict"
+        if scope.get("scheme") == "https":
+            cookie += "; Secure"
+
+        async def send_with_cookie(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                extra = (b"set-cookie", cookie.encode())
+                message = {**message, "headers": [*message.get("headers", []), extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def _carries_binding(scope: Any) -> bool:
+    marker = f"{BINDING_COOKIE}=".encode()
+    return any(k == b"cookie" and marker in v for k, v in scope.get("headers", []))
+
+
+def _note_registered(app: FletApp) -> None:
+    """After Flet handled a REGISTER_CLIENT (even one that failed halfway):
+    remember the session's app and announce a session Flet just made."""
+    session = app._FletApp__session
+    if session is None:
+        return
+    if session not in _session_mains:
+        _session_mains[session] = app._FletApp__main
+        binding = browser_binding(app)
+        if binding is not None:
+            _bindings[session] = binding
+        _run_hooks("created", session)
+    if app in _from_elsewhere:
+        _from_elsewhere.discard(app)
+        _from_elsewhere.add(session)
+
+
+def session_main(session: Session) -> Any:
+    """The app `main` the session was created for (None if not known)."""
+    return _session_mains.get(session)
+
+
+# --- inbound screening --------------------------------------------------------
+
+Admission = Literal["run", "drop", "close"]
+
+
+class InboundGuard(Protocol):
+    """Limits on what clients send; the adapter enforces them (see `limits`)."""
+
+    def max_frame_bytes(self) -> int | None:
+        """Largest frame a client may send; a larger one closes its socket."""
+
+    def admit_event(self, session: Session) -> Admission:
+        """Run, drop, or close the socket over, one more client event."""
+
+    def admit_session(self, client_ip: str) -> bool:
+        """Whether a client at `client_ip` may start one more session now."""
+
+    def refused(
+        self,
+        client_ip: str,
+        session: Session | None,
+        kind: str,
+        what: str,
+        exc: BaseException | None,
+    ) -> None:
+        """Report client input refused as `kind` (already counted)."""
+
+
+_guard: InboundGuard | None = None
+_registered: weakref.WeakSet[FletApp] = weakref.WeakSet()
+"""Sockets that sent their REGISTER_CLIENT: a second one is refused."""
+
+_CLIENT_ACTIONS = frozenset(
+    action.value
+    for action in (
+        MessageAction.REGISTER_CLIENT,
+        MessageAction.CONTROL_EVENT,
+        MessageAction.UPDATE_CONTROL_PROPS,
+        MessageAction.INVOKE_METHOD,
+    )
+)
+
+
+def set_inbound_guard(guard: InboundGuard | None) -> None:
+    """Enforce `guard`'s limits on every client socket (None: no limits)."""
+    global _guard
+    _guard = guard
+
+
+def _refuse(
+    app: FletApp, kind: str, what: str, exc: BaseException | None = None
+) -> None:
+    """Count refused client input as `transport.<kind>` and report it."""
+    count(f"transport.{kind}")
+    if _guard is not None:
+        ip = _private(app, "_FletApp__client_ip")
+        _guard.refused(ip, app._FletApp__session, kind, what, exc)
+
+
+async def _close_socket(app: FletApp, code: int, reason: str) -> None:
+    """Close the app's client socket (its receive loop then ends quietly)."""
+    websocket = app._FletApp__websocket
+    if websocket is not None:
+        with contextlib.suppress(Exception):
+            await websocket.close(code=code, reason=reason)
+
+
+class _Undecodable:
+    """What flet-web's receive loop gets for a frame msgpack cannot decode."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class _TolerantMsgpack:
+    """msgpack as flet-web's module sees it: a frame that does not decode
+    becomes an `_Undecodable` the message screen drops, instead of an
+    exception that ends the socket's receive loop with a traceback."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(msgpack, name)
+
+    @staticmethod
+    def unpackb(data: bytes, **options: Any) -> Any:
+        """msgpack.unpackb, or an `_Undecodable` instead of raising."""
+        try:
+            return msgpack.unpackb(data, **options)
+        except Exception as exc:
+            return _Undecodable(exc)
+
+
+class _QuietBody(dict[str, Any]):
+    """A client message body with a short repr: flet-web formats every
+    incoming message for a debug line even when that log is off (a 10 MB
+    frame of small ints: over a second of the loop and 100+ MB)."""
+
+    def __repr__(self) -> str:
+        return f"{{... {len(self)} keys}}"
+
+
+def _quiet(data: list[Any]) -> list[Any]:
+    """The message with a short-repr body, unless flet-web's debug log is on."""
+    if _transport_log.isEnabledFor(logging.DEBUG):
+        return data
+    return [data[0], _QuietBody(data[1])]
+
+
+def _malformed(data: Any) -> str | None:
+    """Why `data` is not a client message Flet can take (None: it is one)."""
+    if isinstance(data, _Undecodable):
+        return f"a frame that is not msgpack ({data.error!r:.100})"
+    if not (isinstance(data, list) and len(data) == 2 and isinstance(data[1], dict)):
+        return "a frame that is not [action, {body}]"
+    if not isinstance(data[0], int) or data[0] not in _CLIENT_ACTIONS:
+        return "a message with an action clients do not send"
+    if data[0] == MessageAction.REGISTER_CLIENT.value and not isinstance(
+        data[1].get("session_id"), (str, type(None))
+    ):
+        return "a REGISTER_CLIENT whose session_id is not a string"
+    return None
+
+
+async def _admit_session(app: FletApp, body: dict[str, Any]) -> bool:
+    """Vet a REGISTER_CLIENT; if it makes a new session, ask the guard."""
+    if body.get("session_id"):
+        await _vet_register(app, body)
+    session_id = body.get("session_id")
+    if session_id:
+        candidate = await app_manager.get_session(
+            app._FletApp__get_unique_session_id(session_id)
+        )
+        if candidate is not None and candidate.connection is None:
+            return True  # Flet re-attaches it: not a new session
+    if _guard is None or _guard.admit_session(app._FletApp__client_ip):
+        return True
+    _refuse(app, "sessions_refused", "a new session over the per-address limit")
+    await _close_socket(app, 1013, "too many new sessions")
+    return False
+
+
+async def _admit_event(app: FletApp, session: Session) -> bool:
+    """Whether the guard lets one more client event of `session` run."""
+    verdict = _guard.admit_event(session) if _guard is not None else "run"
+    if verdict == "run":
+        return True
+    if verdict == "drop":
+        _refuse(app, "events_dropped", "client events over the rate limit")
+        return False
+    _refuse(app, "flood_closed", "client events over the rate limit: socket closed")
+    await _close_socket(app, 1008, "too many events")
+    return False
+
+
+async def _admitted(app: FletApp, action: int, body: dict[str, Any]) -> bool:
+    """One session per socket, none before REGISTER_CLIENT, the guard's limits."""
+    if action == MessageAction.REGISTER_CLIENT.value:
+        if app in _registered:
+            _refuse(app, "reregister_refused", "a second REGISTER_CLIENT on a socket")
+            return False
+        _registered.add(app)
+        return await _admit_session(app, body)
+    session = app._FletApp__session
+    if session is None:
+        _refuse(app, "malformed", "a message before REGISTER_CLIENT")
+        return False
+    if action == MessageAction.CONTROL_EVENT.value:
+        return await _admit_event(app, session)
+    return True
+
+
+def _screened(
+    on_message: Callable[[FletApp, Any], Awaitable[None]],
+) -> Callable[[FletApp, Any], Awaitable[None]]:
+    """Flet's message handler behind the inbound screen: what it cannot take
+    or the limits refuse is dropped and counted, and its own failure on a
+    message no longer ends the socket (except a failed REGISTER_CLIENT's)."""
+
+    @functools.wraps(on_message)
+    async def screened(self: FletApp, data: Any) -> None:
+        """Drop what is malformed or refused; hand the rest to Flet, quietly."""
+        reason = _malformed(data)
+        if reason is not None:
+            _refuse(self, "malformed", reason)
+            return
+        if not await _admitted(self, data[0], data[1]):
+            return
+        try:
+            await on_message(self, _quiet(data))
+        except Exception as exc:
+            _refuse(self, "malformed", f"a message Flet failed on: {exc!r:.200}", exc)
+            if data[0] == MessageAction.REGISTER_CLIENT.value:
+                await _close_socket(self, 1002, "register failed")
+
+    return screened
+
+
+class _GuardedSocket:
+    """A client's WebSocket as Flet sees it: a frame over the guard's size
+    limit closes it (1009) before Flet decodes it, a text frame (which Flet
+    cannot read) arrives empty (which Flet skips), and once closed it reads
+    as disconnected (not as an error Flet would log with a traceback)."""
+
+    def __init__(self, websocket: Any, app: FletApp) -> None:
+        self._websocket = websocket
+        self._app = weakref.ref(app)
+        self._closed: int | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._websocket, name)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close once; later reads raise WebSocketDisconnect with this code."""
+        if self._closed is None:
+            self._closed = code
+            await self._websocket.close(code=code, reason=reason)
+
+    async def receive_bytes(self) -> bytes:
+        """The next binary frame, after the closed, text-frame and size checks."""
+        if self._closed is not None:
+            raise WebSocketDisconnect(self._closed)
+        try:
+            data = await self._websocket.receive_bytes()
+        except KeyError:  # a text frame: its ASGI message has no "bytes"
+            data = None
+        app = self._app()
+        if app is None:
+            return data or b""
+        if not isinstance(data, bytes):
+            _refuse(app, "malformed", "a text frame")
+            return b""
+        limit = _guard.max_frame_bytes() if _guard is not None else None
+        if limit is not None and len(data) > limit:
+            _refuse(app, "oversize", f"a {len(data):,}-byte frame (limit {limit:,})")
+            await self.close(1009, "message too big")
+            raise WebSocketDisconnect(1009, "message too big")
+        return data
+
+
+def _tolerate_undecodable() -> None:
+    """Make flet-web's receive loop hand undecodable frames to the screen."""
+    module = sys.modules[FletApp.__module__]
+    if getattr(module, "msgpack", None) is not msgpack:
+        raise RuntimeError(
+            f"{module.__name__} no longer decodes frames with its module-level "
+            "`msgpack` (flet-resilient's inbound screen needs it): unsupported "
+            f"flet-web {FLET_VERSION}"
+        )
+    module.msgpack = _TolerantMsgpack()  # type: ignore[attr-defined]
+
+
 PATCHED: tuple[tuple[type, str], ...] = (
     (FletApp, "handle"),
     (FletApp, "send_message"),
@@ -371,11 +764,13 @@ PATCHED: tuple[tuple[type, str], ...] = (
     (FletApp, "_FletApp__on_message"),
     (FletApp, "_FletApp__get_unique_session_id"),
     (FletAppManager, "shutdown"),
+    (FletFastAPI, "__init__"),
     (Session, "close"),
     (Session, "attach_connection"),
     (Session, "disconnect"),
     (Session, "dispatch_event"),
     (Session, "patch_control"),
+    (Session, "schedule_update"),
     (Session, "handle_invoke_method_results"),
     (Session, "_Session__send_message"),
     (BaseControl, "page"),
@@ -408,11 +803,12 @@ def _private(obj: object, name: str) -> Any:
 
 
 def _install() -> None:
-    if getattr(FletApp, "_flet_resilient_installed", False):
+    if installed():
         return
     _check_flet()
     FletApp._flet_resilient_installed = True
     FletApp._FletApp__send_queue = _SendQueueSlot()
+    _tolerate_undecodable()
 
     original_handle = FletApp.handle
     original_send_loop = FletApp._FletApp__send_loop
@@ -426,10 +822,17 @@ def _install() -> None:
     original_on_message = FletApp._FletApp__on_message
     original_unique_id = FletApp._FletApp__get_unique_session_id
     original_patch_control = Session.patch_control
+    original_schedule_update = Session.schedule_update
     original_send_message = FletApp.send_message
     original_page = BaseControl.page.fget  # type: ignore[attr-defined]
     original_update = BaseControl.update
     original_shutdown = FletAppManager.shutdown
+    original_fastapi_init = FletFastAPI.__init__
+
+    @functools.wraps(original_fastapi_init)
+    def fastapi_init(self: FletFastAPI, *args: Any, **kwargs: Any) -> None:
+        original_fastapi_init(self, *args, **kwargs)
+        self.add_middleware(_BindingCookie)
 
     @functools.wraps(original_shutdown)
     async def shutdown(self: FletAppManager) -> None:
@@ -445,7 +848,7 @@ def _install() -> None:
         watch_loop()
         _live_apps.add(self)
         try:
-            await original_handle(self, websocket)
+            await original_handle(self, _GuardedSocket(websocket, self))
         except Exception as exc:  # the send loop died on a vanished client
             logger.debug("Flet socket ended with %r", exc)
         finally:
@@ -533,21 +936,16 @@ def _install() -> None:
     @functools.wraps(original_on_message)
     async def on_message(self: FletApp, data: Any) -> None:
         registering = data[0] == MessageAction.REGISTER_CLIENT.value
-        if registering and data[1].get("session_id"):
-            await _vet_register(self, data[1])
         token = _from_client.set(data[0] == MessageAction.CONTROL_EVENT.value)
         try:
             await original_on_message(self, data)
         finally:
             _from_client.reset(token)
+            if registering:
+                _note_registered(self)
         session = self._FletApp__session
         if data[0] in _CLIENT_ACTIVITY and session is not None:
             _run_hooks("activity", session)
-        if registering and session is not None:
-            _session_mains.setdefault(session, self._FletApp__main)
-            if self in _from_elsewhere:
-                _from_elsewhere.discard(self)
-                _from_elsewhere.add(session)
 
     @functools.wraps(original_unique_id)
     def unique_session_id(self: FletApp, session_id: str) -> str:
@@ -568,10 +966,24 @@ def _install() -> None:
         self: Session, control: BaseControl, *args: Any, **kw: Any
     ) -> None:
         sink = _sinks.get(self)
-        if sink is None or args or kw:
+        if sink is None or _sending.get():  # caused by a diff the sink runs
             original_patch_control(self, control, *args, **kw)
-        else:
+        elif _plain_patch(control, args, kw):
             sink.defer(control)
+        else:
+            sink.flush()  # what was deferred before it goes first
+            original_patch_control(self, control, *args, **kw)
+            sink.bypassed(_patch_shape(args, kw))
+
+    @functools.wraps(original_schedule_update)
+    def schedule_update(self: Session, control: BaseControl) -> None:
+        sink = _sinks.get(self)
+        if sink is not None and is_component(control):
+            # A component's state changed (in a handler, task or thread): its
+            # re-render waits in the sink instead of Flet's updates scheduler.
+            sink.defer(control)
+        else:
+            original_schedule_update(self, control)
 
     @functools.wraps(original_update)
     def update(self: BaseControl) -> None:
@@ -604,7 +1016,10 @@ def _install() -> None:
             sink.flush()
             return original_page(self)
 
+    patch_control._flet_resilient = True  # type: ignore[attr-defined]
+    schedule_update._flet_resilient = True  # type: ignore[attr-defined]
     Session.patch_control = patch_control  # type: ignore[method-assign]
+    Session.schedule_update = schedule_update  # type: ignore[method-assign]
     BaseControl.update = update  # type: ignore[method-assign]
     FletApp.send_message = send_message
     BaseControl.page = property(  # type: ignore[method-assign,assignment]
@@ -619,9 +1034,10 @@ def _install() -> None:
     Session._Session__send_message = session_send  # type: ignore[attr-defined]
     Session.handle_invoke_method_results = invoke_results  # type: ignore[method-assign]
     Session.dispatch_event = dispatch_event  # type: ignore[method-assign]
-    FletApp._FletApp__on_message = on_message
+    FletApp._FletApp__on_message = _screened(on_message)
     FletApp._FletApp__get_unique_session_id = unique_session_id
     FletAppManager.shutdown = shutdown
+    FletFastAPI.__init__ = fastapi_init
 
 
 _shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -634,8 +1050,17 @@ def on_shutdown(hook: Callable[[], Awaitable[None]]) -> None:
         _shutdown_hooks.append(hook)
 
 
-if not disabled():  # FLET_RESILIENT_DISABLE=1: leave Flet exactly as shipped
-    _install()
+def install() -> None:
+    """Wrap Flet's methods, once (a decorator, `serve()` or the test server
+    calls it; importing flet-resilient does not). FLET_RESILIENT_DISABLE=1
+    leaves Flet exactly as shipped."""
+    if not disabled():
+        _install()
+
+
+def installed() -> bool:
+    """Whether the seam wraps Flet's methods in this process."""
+    return bool(getattr(FletApp, "_flet_resilient_installed", False))
 
 # --- small accessors used by the mitigations ----------------------------------
 
@@ -702,8 +1127,51 @@ def send_queue(session: Session) -> SendQueue | None:
 
 
 def patch_now(session: Session, control: BaseControl) -> None:
-    """Diff and send `control` at once, bypassing any patch sink."""
-    Session.patch_control.__wrapped__(session, control)  # type: ignore[attr-defined]
+    """Diff and send `control` at once, bypassing any patch sink (a component
+    is re-rendered). Patches the diff causes itself (the render's, a dialog
+    hook's) go straight out with it."""
+    token = _sending.set(True)
+    try:
+        if is_component(control):
+            _render(session, control)
+        else:
+            Session.patch_control.__wrapped__(session, control)  # type: ignore[attr-defined]
+    finally:
+        _sending.reset(token)
+
+
+def _render(session: Session, component: Component) -> None:
+    """Re-render a component now, as Flet's updates scheduler would.
+
+    Its frozen diff compares the body the client has with the new one, so
+    however many state changes were merged, the patch is exact. A render that
+    raises is reported like a failing handler instead of ending the flush.
+    """
+    token = _context_page.set(session.page)
+    try:
+        component.update()
+    except Exception as exc:
+        logger.exception("re-render of %s failed", component)
+        session.error(f"{exc}\n{traceback.format_exc()}")
+    finally:
+        _context_page.reset(token)
+
+
+def cannot_route(session: Session) -> str | None:
+    """Why this session's patches would not reach a patch sink, if they would not."""
+    if not installed():
+        return (
+            "the seam is not installed (decorate main, or call"
+            " flet_resilient.install() before serving; FLET_RESILIENT_DISABLE=1?)"
+        )
+    cls = type(session)
+    for method in ("patch_control", "schedule_update"):
+        if not getattr(getattr(cls, method), "_flet_resilient", False):
+            return f"{cls.__qualname__}.{method} is not the one flet-resilient wraps"
+    connection = session.connection
+    if connection is not None and not isinstance(connection, FletApp):
+        return f"the page is served by {type(connection).__qualname__}, not flet_web"
+    return None
 
 
 async def close_session(session: Session) -> None:
@@ -717,7 +1185,9 @@ async def close_session(session: Session) -> None:
 async def end_session(session: Session) -> None:
     """Close a session and its socket; the client reconnects to a fresh one."""
     connection = session.connection
-    websocket = connection and _private(connection, "_FletApp__websocket")
+    websocket = None
+    if connection is not None:
+        websocket = _private(connection, "_FletApp__websocket")
     await close_session(session)
     if websocket is not None:
         spawn(websocket.close(), quiet=True)
@@ -745,6 +1215,11 @@ def dismantle(page: Page) -> None:
 def control_count(session: Session) -> int:
     """Controls mounted in the session (a proxy for its memory)."""
     return len(session.index)
+
+
+def is_component(control: BaseControl) -> TypeGuard[Component]:
+    """Whether a control is a declarative component (`@ft.component`)."""
+    return isinstance(control, Component)
 
 
 def control_page(control: BaseControl) -> Page | None:

@@ -54,9 +54,11 @@ class Coalescer:
         self._loop_thread = threading.get_ident()
         self._dirty: dict[int, BaseControl] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._answering: asyncio.Handle | None = None  # an event's first flush
         self._last_flush = -float("inf")
         self.batches = 0
         self.coalesced = 0
+        self.bypassed_calls = 0
         self._merged_counted = 0  # of `coalesced`, already in the counters
 
     def defer(self, control: BaseControl) -> None:
@@ -72,11 +74,9 @@ class Coalescer:
             return
         self._dirty[id(control)] = control
         adapter.hold(control, self)
-        run = adapter.current_handler()
-        if run is not None and not run.answered:
-            run.answered = True  # the event's response: out when it yields
-            self.loop.call_soon(self.flush)
-        elif self._timer is None:
+        if self._answer():
+            return
+        if self._timer is None:
             delay = self._last_flush + self.interval - time.monotonic()
             if delay <= 0 and self.backlog_bytes() <= self.max_backlog_bytes:
                 self.flush()  # leading edge: an isolated change goes out now
@@ -84,7 +84,8 @@ class Coalescer:
                 self._timer = self.loop.call_later(max(delay, 0), self._on_timer)
 
     def merge(self, control: BaseControl) -> bool:
-        """True (and counted) if `control` is already pending: nothing to do.
+        """True (and counted) if `control` is already pending: nothing to do
+        but answer a client event it is changed in.
 
         Only on the loop thread, where flushes run, so a pending control cannot
         be flushed between this check and the caller's return.
@@ -95,6 +96,17 @@ class Coalescer:
         ):
             return False
         self.coalesced += 1
+        self._answer()  # pending from a task, now changed by a client event too
+        return True
+
+    def _answer(self) -> bool:
+        """In a client event's handler, send its first change once it yields."""
+        run = adapter.current_handler()
+        if run is None or run.answered:
+            return False
+        run.answered = True  # the event's response is not held for the window
+        if self._answering is None:
+            self._answering = self.loop.call_soon(self.flush)
         return True
 
     def _on_timer(self) -> None:
@@ -122,6 +134,11 @@ class Coalescer:
         if threading.get_ident() != self._loop_thread:
             self.loop.call_soon_threadsafe(self.flush)
             return
+        if self._answering is not None:
+            # This flush answers the event: a later one would send what a
+            # task changes meanwhile outside the rate window.
+            self._answering.cancel()
+            self._answering = None
         if not self._dirty:
             return  # nothing to send: the rate window is not restarted
         if self._timer is not None:
@@ -145,21 +162,47 @@ class Coalescer:
                 continue  # removed from the page since it was marked
             adapter.patch_now(session, control)
 
+    def bypassed(self, shape: str) -> None:
+        """A patch it could not defer went out at once: say so, once per shape."""
+        self.bypassed_calls += 1
+        _bypassed(f"{shape} is sent at once, not rate-limited")
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "batches": self.batches,
             "coalesced": self.coalesced,
+            "bypassed": self.bypassed_calls,
             "pending": len(self._dirty),
             "rate_hz": round(1 / self.interval, 2),
             "backlog_bytes": self.backlog_bytes(),
         }
 
 
+_warned: set[str] = set()
+
+
+def _bypassed(problem: str) -> None:
+    """Count a case coalescing cannot act on; warn the first time it is seen."""
+    count("coalesce.bypassed")
+    if problem not in _warned:
+        _warned.add(problem)
+        logger.warning("coalesce_updates: %s", problem)
+
+
 def _has_dirty_ancestor(control: BaseControl, dirty: dict[int, BaseControl]) -> bool:
+    """Whether a dirty ancestor's patch also carries this control's change.
+
+    A plain diff neither re-renders a component nor looks into its body; a
+    component's re-render re-renders the components nested in it.
+    """
+    rendered = adapter.is_component(control)
     parent = control.parent
     while parent is not None:
-        if id(parent) in dirty:
+        component = adapter.is_component(parent)
+        if id(parent) in dirty and component == rendered:
             return True
+        if component and not rendered:
+            return False  # a plain control's change stops at its component
         parent = parent.parent
     return False
 
@@ -176,10 +219,18 @@ def _validate(max_hz: float, max_backlog_bytes: int) -> None:
 def coalesce_page(
     page: Page, max_hz: float = 20, *, max_backlog_bytes: int = 1 << 20
 ) -> Coalescer:
-    """Coalesce every `update()` of this page's session (call from main)."""
+    """Coalesce every `update()` of this page's session (call from main).
+
+    On a page the adapter cannot route it warns, counts and leaves the page
+    to Flet (the returned coalescer is then not installed).
+    """
     _validate(max_hz, max_backlog_bytes)
     session = page.session
     coalescer = Coalescer(session, max_hz, max_backlog_bytes)
+    problem = adapter.cannot_route(session)
+    if problem is not None:
+        _bypassed(f"cannot act on this page: {problem}")
+        return coalescer
     _coalescers[session] = coalescer
     adapter.set_patch_sink(session, coalescer)
     return coalescer

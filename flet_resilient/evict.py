@@ -159,6 +159,8 @@ class _Tracker:
 
 
 _trackers: weakref.WeakKeyDictionary[Session, _Tracker] = weakref.WeakKeyDictionary()
+_TRACKER_ATTRIBUTE = "__flet_resilient_evict__"
+"""Where a decorated main carries its tracker (for sessions it never ran on)."""
 
 
 def _touch(session: Session) -> None:
@@ -176,6 +178,17 @@ def _forget(session: Session) -> None:
 for _event in ("activity", "attached", "disconnected"):
     adapter.on_session(_event, _touch)
 adapter.on_session("closed", _forget)
+
+
+def _track_created(session: Session) -> None:
+    """A session Flet just made: tracked from now, even if main never runs."""
+    tracker = getattr(adapter.session_main(session), _TRACKER_ATTRIBUTE, None)
+    if isinstance(tracker, _Tracker) and session not in _trackers:
+        _trackers[session] = tracker
+        tracker.touch(session)
+
+
+adapter.on_session("created", _track_created)
 
 
 async def app_state(page: Page) -> Any:
@@ -330,7 +343,9 @@ def evict_idle(
                 tracker.touch(page.session)
                 recycler.session_started()
 
-        return wrap_main(main, install, "evict_idle")
+        wrapped = wrap_main(main, install, "evict_idle")
+        setattr(wrapped, _TRACKER_ATTRIBUTE, tracker)
+        return wrapped
 
     return decorate
 

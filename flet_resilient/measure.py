@@ -4,33 +4,57 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import math
 import os
 import platform
+import random
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
+
+import websockets
 
 from flet_resilient.testing import FletClient, loopback_socket
 
 __all__ = [
+    "FIRST_RETRY_S",
+    "RETRYABLE",
     "ChildServer",
+    "ClickLog",
     "CpuMeter",
+    "click_and_wait",
+    "click_at_random",
     "close_all",
     "code_version",
     "command_line",
     "connect_many",
+    "connect_retrying",
     "machine",
     "ms",
     "percentile",
     "reply",
+    "report_header",
+    "same_browser",
     "save_report",
     "serve_child",
 ]
+
+FIRST_RETRY_S = 0.5
+"""Flet's Flutter client waits this long before it reconnects, doubling the
+wait after each failed try."""
+
+RETRYABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset; ConnectionError: closed before the page came
+    TimeoutError,
+    asyncio.TimeoutError,
+    websockets.exceptions.WebSocketException,  # handshake refused, closed
+)
+"""What a failed connect or page load raises."""
 
 
 def percentile(values: Iterable[float], p: float) -> float:
@@ -83,6 +107,21 @@ def command_line() -> str:
     return "python " + " ".join([script, *sys.argv[1:]])
 
 
+def report_header(
+    title: str, command: str, checkout: str | os.PathLike[str]
+) -> list[str]:
+    """A benchmark report's first lines: title, date, machine, code, command."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"# {title}",
+        "",
+        f"- date: {now}",
+        f"- machine: {machine()}",
+        f"- code: flet-resilient {code_version(checkout)}",
+        f"- command: `{command}`",
+    ]
+
+
 def save_report(text: str, path: Path) -> None:
     """Print a markdown report and write it to `path` (creating its folder)."""
     print(text)
@@ -102,6 +141,95 @@ async def connect_many(
             *(FletClient(url, **options).connect() for _ in range(size))
         )
     return clients
+
+
+def same_browser(client: FletClient) -> FletClient:
+    """A new, unconnected client for the browser behind `client`: its URL,
+    session id, User-Agent and route, and a copy of its storage."""
+    again = FletClient(
+        client.ws_url, session_id=client.session_id, user_agent=client.user_agent
+    )
+    again.route = client.route
+    again.storage = dict(client.storage)
+    return again
+
+
+async def connect_retrying(
+    make: Callable[[], FletClient],
+    ready: Callable[[FletClient], object],
+    *,
+    first_wait: float = FIRST_RETRY_S,
+    within: float = 30.0,
+) -> FletClient:
+    """Connect a client from `make()` until its page satisfies `ready`, as
+    Flet's Flutter client does: the first try after `first_wait` s, then waits
+    from `FIRST_RETRY_S` doubling; TimeoutError once `within` s are spent."""
+    deadline = time.monotonic() + within
+    wait = FIRST_RETRY_S
+    await asyncio.sleep(first_wait)
+    while True:
+        client = make()
+        try:
+            remaining = max(deadline - time.monotonic(), 0.1)
+            await asyncio.wait_for(_load(client, ready, remaining), remaining)
+            return client
+        except RETRYABLE:
+            if client.ws is not None:
+                with contextlib.suppress(Exception):
+                    client.abort()
+            if time.monotonic() + wait > deadline:
+                raise TimeoutError(f"no page within {within:g} s") from None
+        await asyncio.sleep(wait)
+        wait *= 2
+
+
+async def _load(
+    client: FletClient, ready: Callable[[FletClient], object], timeout: float
+) -> None:
+    await client.connect()
+    await client.wait_for(lambda: ready(client), timeout)
+
+
+async def click_and_wait(
+    client: FletClient, button: str, text: str, target: int, timeout: float
+) -> float:
+    """Click `button`, wait until Text `text` shows >= `target`; seconds taken."""
+    started = time.perf_counter()
+    await client.click(button)
+    await client.wait_for(lambda: int(client.value(text)) >= target, timeout=timeout)
+    return time.perf_counter() - started
+
+
+class ClickLog(Protocol):
+    """Where `click_at_random` records: latencies (ms), how many timed out."""
+
+    latencies_ms: list[float]
+    timeouts: int
+
+
+async def click_at_random(
+    client: FletClient,
+    button: str,
+    rng: random.Random,
+    deadline: float,
+    timeout: float,
+    log: ClickLog,
+) -> None:
+    """Click `button` every 0.5-1.5 s until `deadline` (`time.perf_counter`),
+    logging how long each click took to show in Text "count" (a timeout, or a
+    closed socket, counts at its length: a lower bound)."""
+    clicks = int(client.value("count"))
+    while True:
+        await asyncio.sleep(rng.uniform(0.5, 1.5))
+        if time.perf_counter() >= deadline:
+            return
+        clicks += 1
+        started = time.perf_counter()
+        try:
+            await click_and_wait(client, button, "count", clicks, timeout)
+        except (TimeoutError, ConnectionError):
+            log.timeouts += 1
+        log.latencies_ms.append((time.perf_counter() - started) * 1000)
 
 
 async def close_all(clients: list[FletClient], timeout: float = 10) -> None:
@@ -257,14 +385,17 @@ def reply(*words: object) -> None:
     sys.stdout.flush()
 
 
-async def serve_child(app: Any, handle: Callable[[list[str]], None]) -> None:
+async def serve_child(
+    app: Any, handle: Callable[[list[str]], None], **uvicorn_options: Any
+) -> None:
     """Child side of `ChildServer`: serve the ASGI `app` on 127.0.0.1 with
-    uvicorn's defaults (pings included), print its `ws://` URL, then hand the
-    words of each stdin line to `handle` until stdin closes."""
+    uvicorn's defaults (pings included) but for `uvicorn_options`, print its
+    `ws://` URL, then hand the words of each stdin line to `handle` until
+    stdin closes."""
     import uvicorn
 
     sock = loopback_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", **uvicorn_options))
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 30
     while not server.started:

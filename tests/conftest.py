@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 
 from flet_resilient import configure_offload, metrics
@@ -15,3 +17,19 @@ def _small_pool():
 def _fresh_metrics():
     """Each test counts from zero: a `>= 1` cannot pass on an earlier test's count."""
     metrics.reset()
+
+
+@pytest.fixture(params=[False, True], ids=["log-off", "log-on"])
+def transport_lines(request, monkeypatch):
+    """(debug, lines): what flet-web formats for its `flet_transport` debug
+    lines, with that log off or on."""
+    debug = request.param
+    formatted: list[str] = []
+    transport_log = logging.getLogger("flet_transport")
+    monkeypatch.setattr(transport_log, "debug", lambda text, *a: formatted.append(text))
+    level = logging.DEBUG if debug else logging.WARNING
+    monkeypatch.setattr(transport_log, "level", level)
+    monkeypatch.setattr(transport_log, "disabled", False)
+    transport_log.manager._clear_cache()
+    yield debug, formatted
+    transport_log.manager._clear_cache()

@@ -1,7 +1,6 @@
 """The Flet adapter: version guard, thread-safe send queue, no leaked sessions."""
 
 import asyncio
-import logging
 import threading
 
 import flet as ft
@@ -83,27 +82,17 @@ async def test_client_that_never_registers_does_not_keep_a_send_loop():
         await wait_until(lambda: not adapter._live_apps)
 
 
-@pytest.mark.parametrize("debug", [False, True], ids=["log-off", "log-on"])
 async def test_outgoing_messages_are_formatted_only_for_a_debug_log(
-    monkeypatch, debug
+    transport_lines,
 ):
     # flet-web f-formats every outgoing message for its debug line even when
     # that log is off (a 1 MB string for a 1000-control page); the adapter
     # keeps the repr short unless the log is on, where it stays the full one.
-    formatted: list[str] = []
-    transport_log = logging.getLogger("flet_transport")
-    monkeypatch.setattr(transport_log, "debug", lambda text, *a: formatted.append(text))
-    level = logging.DEBUG if debug else logging.WARNING
-    monkeypatch.setattr(transport_log, "level", level)
-    monkeypatch.setattr(transport_log, "disabled", False)
-    transport_log.manager._clear_cache()
-    try:
-        page_text = "marker " * 50
-        async with FletServer(lambda page: page.add(ft.Text(page_text))) as server:
-            user = await FletClient(server.ws_url).connect()
-            await user.close()
-    finally:
-        transport_log.manager._clear_cache()
+    debug, formatted = transport_lines
+    page_text = "marker " * 50
+    async with FletServer(lambda page: page.add(ft.Text(page_text))) as server:
+        user = await FletClient(server.ws_url).connect()
+        await user.close()
     sent = [text for text in formatted if text.startswith("send_message")]
     assert sent
     assert any(page_text in text for text in sent) is debug

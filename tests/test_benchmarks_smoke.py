@@ -3,25 +3,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from flet_resilient.cluster import missing_program
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def table_rows(report: str) -> dict[str, list[str]]:
-    """A markdown report's table rows: label -> the other cells."""
-    rows = {}
-    for line in report.splitlines():
-        if line.startswith("| ") and not line.startswith("|---"):
-            label, *cells = (cell.strip() for cell in line.strip("|").split("|"))
-            rows[label] = cells
-    return rows
 
 
 def run_benchmark(script: str, output: Path, *args: str) -> str:
@@ -39,10 +32,92 @@ def run_benchmark(script: str, output: Path, *args: str) -> str:
     return output.read_text()
 
 
+# --- bench_coalesce and bench_memory ---------------------------------------------
+
+
+def cell(report: str, mode: str, column: str) -> str:
+    """The cell in `column` of `mode`'s row, in the first table of the report
+    whose header (first cell "mode") has that column."""
+    header: list[str] = []
+    for line in report.splitlines():
+        if not line.startswith("| "):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == "mode":
+            header = cells
+        elif cells[0] == mode and column in header:
+            return cells[header.index(column)]
+    raise KeyError(f"no {column!r} for {mode!r} in:\n{report}")
+
+
+def mean(text: str) -> float:
+    """The first number of a cell such as "20.1 (20.3)"."""
+    return float(text.split()[0].replace(",", ""))
+
+
+@pytest.mark.timeout(300)
+def test_bench_coalesce_smoke_caps_the_dashboard_and_delivers_its_final_value(
+    tmp_path,
+):
+    report = run_benchmark("bench_coalesce.py", tmp_path / "coalesce.md", "--smoke")
+    column = "frames/s/session (max)"
+    assert mean(cell(report, "plain", column)) > 40, report  # 200 updates/s each
+    assert mean(cell(report, "coalesced", column)) <= 21, report  # max_hz=20
+    assert cell(report, "coalesced", "final values") == "100 %", report
+
+
+@pytest.mark.timeout(300)
+def test_bench_coalesce_clicks_smoke_answers_clicks_without_the_rate_window(
+    tmp_path,
+):
+    report = run_benchmark(
+        "bench_coalesce.py", tmp_path / "clicks.md", "--smoke", "--scenario", "clicks"
+    )
+    # A click held for the 50 ms window (the issue) showed p50 ~49 ms.
+    assert float(cell(report, "coalesced", "click->patch p50 ms")) < 25, report
+    assert cell(report, "coalesced", "unanswered") == "0", report
+    ticker = "ticker frames/s/session (max)"
+    assert mean(cell(report, "plain", ticker)) > 40, report  # 50 Hz, unmerged
+    assert mean(cell(report, "coalesced", ticker)) <= 22, report  # about max_hz
+
+
 @pytest.mark.skipif(
-    shutil.which("redis-server") is None or shutil.which("haproxy") is None,
-    reason="needs redis-server and haproxy (.ci/install-redis, .ci/install-haproxy)",
+    importlib.util.find_spec("gunicorn") is None,
+    reason="the recycle phase needs gunicorn (pip install -e '.[test]')",
 )
+@pytest.mark.timeout(300)
+def test_bench_memory_smoke_recycles_a_worker_and_every_state_comes_back(tmp_path):
+    report = run_benchmark("bench_memory.py", tmp_path / "memory.md", "--smoke")
+    for mode in ("evict", "recycle"):
+        assert cell(report, mode, "state restored").endswith("(100 %)"), report
+    exits = re.search(r"- recycle: .*worker exits (\d+)", report)
+    assert exits is not None and int(exits.group(1)) >= 1, report
+    assert "every client back after a drain found its state: met" in report, report
+
+
+@pytest.mark.timeout(300)
+def test_bench_hostile_smoke_runs_every_attack_against_both_servers(tmp_path):
+    report = run_benchmark("bench_hostile.py", tmp_path / "hostile.md", "--smoke")
+    for server in ("plain", "resilient"):
+        for phase in ("idle", "big-frames", "event-flood", "reregister"):
+            assert f"| {server} | {phase} |" in report, report
+    assert "- goal met:" in report, report
+
+
+# --- bench_deploy ------------------------------------------------------------------
+
+
+def table_rows(report: str) -> dict[str, list[str]]:
+    """A markdown report's table rows: label -> the other cells."""
+    rows = {}
+    for line in report.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            label, *cells = (cell.strip() for cell in line.strip("|").split("|"))
+            rows[label] = cells
+    return rows
+
+
+@pytest.mark.skipif(missing_program() is not None, reason=str(missing_program()))
 @pytest.mark.timeout(300)
 def test_bench_deploy_smoke_keeps_every_user_only_with_flet_resilient(tmp_path):
     report = run_benchmark("bench_deploy.py", tmp_path / "deploy.md", "--smoke")

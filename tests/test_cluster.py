@@ -123,11 +123,15 @@ async def test_gunicorn_replaces_a_killed_worker_process():
 
         victim, survivor = sorted(before)
         os.kill(victim, signal.SIGKILL)
-        await wait_until(
-            lambda: len(master.worker_pids()) == 2
-            and victim not in master.worker_pids()
-        )
-        (replacement,) = master.worker_pids() - before
+        seen: set[int] = set()
+
+        def replaced() -> bool:  # one look at the process table per check
+            seen.clear()
+            seen.update(master.worker_pids())
+            return len(seen) == 2 and victim not in seen
+
+        await wait_until(replaced)
+        (replacement,) = seen - before
         assert master.alive
 
         # Only the replacement can accept while the survivor is paused.

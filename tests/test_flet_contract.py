@@ -9,6 +9,7 @@ from flet_resilient import adapter
 
 
 def _original(owner: type, name: str):
+    adapter.install()
     wrapper = vars(owner)[name]
     if isinstance(wrapper, property):
         return wrapper.fget, wrapper.fget.__wrapped__

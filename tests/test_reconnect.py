@@ -342,3 +342,39 @@ async def test_one_shot_messages_from_a_worker_thread_are_replayed_in_order():
         assert again.errors == reports + reports
         await count_to(again, 2, start=1)
         await again.close()
+
+
+def page_cookie(url: str) -> str:
+    """The binding cookie the server sets on a page load, as a Cookie header."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        set_cookie = response.headers.get_all("Set-Cookie") or []
+    (binding,) = [c for c in set_cookie if c.startswith("flet_resilient_bind=")]
+    assert "HttpOnly" in binding and "SameSite=Strict" in binding
+    return binding.split(";")[0]
+
+
+async def test_a_leaked_session_id_alone_cannot_take_the_session_over():
+    app = App(True)
+    async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
+        cookie = await asyncio.to_thread(page_cookie, server.url)
+        browser = {"Cookie": cookie}
+        phone = await FletClient(proxy.ws_url, headers=browser).connect()
+        await count_to(phone, 2)
+        proxy.blackhole()  # the owner's link goes half-open
+        # Same session id and User-Agent, but not the owner's browser:
+        thief = await FletClient(server.ws_url, session_id=phone.session_id).connect()
+        await thief.wait_for(lambda: thief.value("count") == "0")
+        stolen = thief.session_id == phone.session_id
+        await thief.close()
+        # The owner's browser (its cookie) still takes its session back.
+        again = await FletClient(
+            server.ws_url, session_id=phone.session_id, headers=browser
+        ).connect()
+        await again.wait_for(lambda: again.value("count") == "2")
+        kept = again.session_id == phone.session_id
+        await again.close()
+    assert not stolen
+    assert kept
+    assert stats()["counters"]["reconnect.takeovers_refused"] == 1

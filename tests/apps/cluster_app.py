@@ -2,7 +2,7 @@
 
     python -m uvicorn cluster_app:create_app --factory --port 8000
 
-`create_resilient_app` is the same app with flet-resilient's adapter installed.
+`create_resilient_app` is the same app with flet-resilient's fixes installed.
 """
 
 import os
@@ -19,6 +19,7 @@ def create_app() -> object:
 
 
 def create_resilient_app() -> object:
-    import flet_resilient  # noqa: F401 - importing it installs the adapter
+    import flet_resilient
 
+    flet_resilient.install()  # the seam's fixes, without any decorator
     return create_app()

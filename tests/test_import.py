@@ -1,0 +1,67 @@
+"""Importing flet-resilient, or having its pytest plugin installed, changes nothing
+in Flet: the seam is installed by the first decorator, `serve()` or test server."""
+
+import subprocess
+import sys
+import textwrap
+
+UNTOUCHED = textwrap.dedent(
+    """
+    from flet.messaging.session import Session
+    from flet_web.fastapi.flet_app import FletApp
+
+    def assert_flet_untouched():
+        assert not hasattr(FletApp, "_flet_resilient_installed")
+        for method in (FletApp.handle, Session.patch_control, Session.close):
+            assert not hasattr(method, "__wrapped__"), method
+    """
+)
+
+
+def run(code: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def test_import_flet_resilient_leaves_flet_untouched():
+    done = run(UNTOUCHED + "import flet_resilient\nassert_flet_untouched()\n"
+               "import flet_resilient.testing, flet_resilient.cluster\n"
+               "assert_flet_untouched()\n")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_first_decorator_installs_the_seam():
+    done = run(UNTOUCHED + textwrap.dedent(
+        """
+        from flet_resilient import coalesce_updates
+        coalesce_updates()(lambda page: None)
+        try:
+            assert_flet_untouched()
+        except AssertionError:
+            raise SystemExit(0)
+        raise SystemExit("the decorator did not install the seam")
+        """
+    ))  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_a_pytest_run_with_the_plugin_but_no_fixture_leaves_flet_untouched(tmp_path):
+    (tmp_path / "test_users_own.py").write_text(
+        UNTOUCHED + "\n\ndef test_flet_is_as_shipped():\n    assert_flet_untouched()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "flet_resilient" in done.stdout + _plugins(tmp_path)
+    assert done.returncode == 0, done.stdout
+
+
+def _plugins(cwd) -> str:
+    """The plugins pytest loads here (ours must be among them)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "--trace-config", "--co", "-q"],
+        cwd=cwd, capture_output=True, text=True,
+    ).stdout  # fmt: skip
