@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import gc
 import importlib
@@ -53,6 +52,7 @@ from flet_resilient.measure import (
     CpuMeter,
     click_and_wait,
     click_at_random,
+    close_all,
     command_line,
     connect_many,
     ms,
@@ -188,17 +188,6 @@ async def heavy_user(
             return
         if time.perf_counter() <= deadline:
             phase.heavy_jobs += 1
-
-
-async def close_all(clients: list[FletClient]) -> None:
-    """Close every client; abort the ones that do not close within 10 s."""
-    try:
-        await asyncio.wait_for(asyncio.gather(*(c.close() for c in clients)), 10)
-    except asyncio.TimeoutError:
-        for client in clients:
-            if not client.closed.is_set():
-                with contextlib.suppress(Exception):
-                    client.abort()
 
 
 async def run_phase(mode: str, args: argparse.Namespace) -> Phase:

@@ -3,7 +3,8 @@
 Runs on the server's shutdown (the ASGI lifespan shutdown that uvicorn and
 gunicorn run on SIGTERM, by then uvicorn has closed the sockets with 1012 and
 the disconnect saves are under way) and as `await drain()` for process
-managers and tests. Saves run concurrently, within `timeout`; then every
+managers and tests. Saves run concurrently, within `timeout`, and so does a
+retry of the writes kept from failed store calls; then every
 still-open socket is closed with 1012, and the Flet client reconnects to
 whichever worker the load balancer picks, which restores the saved state.
 """
@@ -63,6 +64,9 @@ async def drain(timeout: float = DRAIN_TIMEOUT_S) -> DrainReport:
         async with anyio.create_task_group() as group:
             for session in sessions:
                 group.start_soon(_save, session, limiter, outcomes)
+        # Writes kept after a failed call (a slow moment counts as one) would
+        # die with the process: send them now, not after the retry's backoff.
+        await durable.flush_kept()
     closed = await adapter.close_sockets()
     seconds = time.perf_counter() - started
     drain_latency.record(seconds * 1000)

@@ -11,6 +11,7 @@ counted, and shown in `stats()["store"]`; nothing raises into the app.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -24,7 +25,13 @@ from flet_resilient.background import spawn
 from flet_resilient.metrics import Histogram, count, register_section
 from flet_resilient.stores import Record, StateStore
 
-__all__ = ["DurableStore", "StoreUnavailable", "kept_writes", "store_latency"]
+__all__ = [
+    "DurableStore",
+    "StoreUnavailable",
+    "flush_kept",
+    "kept_writes",
+    "store_latency",
+]
 
 logger = logging.getLogger("flet_resilient.stores")
 
@@ -33,6 +40,8 @@ store_latency = Histogram()
 
 RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 5.0
+PROBE_KEY = "flet-resilient:probe"
+"""Read (never written) to learn that a store with nothing to retry is back."""
 
 
 class StoreUnavailable(Exception):
@@ -117,24 +126,39 @@ class DurableStore:
         if held is None or write.version > held.version:
             self.kept[key] = write
         count("store.writes_kept")
+        self._retry_soon()
+
+    def _retry_soon(self) -> None:
         if self._retrier is None or self._retrier.done():
             self._retrier = spawn(self._retry())
 
     async def _retry(self) -> None:
+        """While writes are kept or the store is down, retry with backoff: the
+        kept writes, or a probe read, so that the recovery hooks run (and
+        provisional sessions get their state) even when no one calls."""
         delay = RETRY_FIRST_S
-        while self.kept:
+        while self.kept or self.down_since is not None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
-            for key, write in list(self.kept.items()):
-                try:
-                    await self._call(
-                        self.store.write, key, write.value, write.version, write.ttl
-                    )
-                except StoreUnavailable:
-                    break
-                if self.kept.get(key) is write:
-                    del self.kept[key]
-                count("store.writes_retried")
+            if self.kept:
+                await self.flush()
+                continue
+            with contextlib.suppress(StoreUnavailable):
+                await self._call(self.store.read, PROBE_KEY)
+
+    async def flush(self) -> int:
+        """Retry the kept writes now, until one fails; how many are still kept."""
+        for key, write in list(self.kept.items()):
+            try:
+                await self._call(
+                    self.store.write, key, write.value, write.version, write.ttl
+                )
+            except StoreUnavailable:
+                break
+            if self.kept.get(key) is write:
+                del self.kept[key]
+            count("store.writes_retried")
+        return len(self.kept)
 
     async def _call(self, operation: Callable[..., Any], *args: Any) -> Any:
         started = time.perf_counter()
@@ -155,6 +179,7 @@ class DurableStore:
             return
         self.down_since = time.monotonic()
         count("store.outages")
+        self._retry_soon()
         logger.error(
             "state store %s unavailable (%s: %r); saves are kept in memory and "
             "retried, reads fall back to them; logged again when it is back",
@@ -196,6 +221,15 @@ _all: weakref.WeakSet[DurableStore] = weakref.WeakSet()
 def kept_writes() -> int:
     """Writes this process holds in memory because their store is down."""
     return sum(len(store.kept) for store in list(_all))
+
+
+async def flush_kept() -> int:
+    """Retry every store's kept writes now (drain, before the process exits:
+    the retry loop may be in a backoff sleep); how many are still kept."""
+    for store in list(_all):
+        if store.kept:
+            await store.flush()
+    return kept_writes()
 
 
 def _section() -> dict[str, Any]:

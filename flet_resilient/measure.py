@@ -29,6 +29,7 @@ __all__ = [
     "CpuMeter",
     "click_and_wait",
     "click_at_random",
+    "close_all",
     "code_version",
     "command_line",
     "connect_many",
@@ -231,10 +232,22 @@ async def click_at_random(
         log.latencies_ms.append((time.perf_counter() - started) * 1000)
 
 
+async def close_all(clients: list[FletClient], timeout: float = 10) -> None:
+    """Close every client; abort the ones that do not close within `timeout` s."""
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.close() for c in clients)), timeout)
+    except asyncio.TimeoutError:
+        for client in clients:
+            if client.ws is not None and not client.closed.is_set():
+                with contextlib.suppress(Exception):
+                    client.abort()
+
+
 class CpuMeter:
     """CPU used over a window, in cores: this process tree's and everyone else's.
 
     Benchmarks report the second number so a busy machine shows in the results.
+    A child that exits before `cores()` counts as far as `sample()` last saw it.
     Needs psutil (the `bench` or `test` extra).
     """
 
@@ -245,7 +258,16 @@ class CpuMeter:
         self.me = psutil.Process()
         self.started = time.perf_counter()
         self.tree = self._tree()
+        self.seen = dict(self.tree)  # pid -> CPU seconds when last sampled
         self.busy = self._busy()
+
+    def sample(self) -> None:
+        """Note the tree's CPU times now (call it often when children come and go)."""
+        self.seen.update(self._tree())
+
+    def used(self, pid: int) -> float:
+        """CPU seconds process `pid` used since the start, as last sampled."""
+        return self.seen.get(pid, 0.0) - self.tree.get(pid, 0.0)
 
     def _tree(self) -> dict[int, float]:
         seconds = {}
@@ -262,8 +284,8 @@ class CpuMeter:
     def cores(self) -> tuple[float, float]:
         """(own, other) CPU used since the start, in cores (steal counts as other)."""
         wall = time.perf_counter() - self.started
-        tree = self._tree()
-        own = sum(t - self.tree.get(pid, 0.0) for pid, t in tree.items())
+        self.sample()
+        own = sum(self.used(pid) for pid in self.seen)
         busy = self._busy() - self.busy
         return own / wall, max(0.0, busy - own) / wall
 

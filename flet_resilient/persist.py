@@ -30,6 +30,7 @@ from flet_resilient.codec import encode_state
 from flet_resilient.durable import DurableStore, StoreUnavailable
 from flet_resilient.identity import Identity
 from flet_resilient.metrics import count, register_section
+from flet_resilient.switch import disabled
 
 __all__ = [
     "Bound",
@@ -84,10 +85,12 @@ def now_version() -> int:
 
 
 def bind(session: Session, state: Bound) -> None:
-    """Make `state` the session's app state, saved behind from now on."""
+    """Make `state` the session's app state, saved behind from now on (with
+    FLET_RESILIENT_DISABLE=1, plain Flet: never saved behind, not even when
+    the store answers again after an outage)."""
     _states[session] = state
     store = state.policy.store
-    if state.provisional and _recheck not in store._on_recovered:
+    if state.provisional and not disabled() and _recheck not in store._on_recovered:
         store.on_recovered(_recheck)
 
 

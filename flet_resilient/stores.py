@@ -195,6 +195,10 @@ return 1
 """
 
 
+MAX_CONNECTIONS = 100
+"""Redis connections one RedisStore opens at most (redis-py's default cap)."""
+
+
 class RedisStore:
     """Redis-backed store, shared by every worker (extra `redis`).
 
@@ -215,9 +219,17 @@ class RedisStore:
                 "RedisStore needs the 'redis' extra: "
                 "pip install 'flet-resilient[redis]'"
             ) from exc
-        self._client: Any = redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        # A blocking pool: a call beyond MAX_CONNECTIONS concurrent ones waits
+        # for a free connection (DurableStore bounds the whole call) instead
+        # of failing at once with MaxConnectionsError like the default pool.
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=None,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
         )
+        self._client: Any = redis.Redis(connection_pool=pool)
         self._write_script = self._client.register_script(_WRITE_IF_NEWER)
         self.prefix = prefix
 

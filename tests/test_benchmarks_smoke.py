@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from flet_resilient.cluster import missing_program
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -117,3 +119,28 @@ def test_bench_hostile_smoke_runs_every_attack_against_both_servers(tmp_path):
         for phase in ("idle", "big-frames", "event-flood", "reregister"):
             assert f"| {server} | {phase} |" in report, report
     assert "- goal met:" in report, report
+
+
+# --- bench_deploy ------------------------------------------------------------------
+
+
+def table_rows(report: str) -> dict[str, list[str]]:
+    """A markdown report's table rows: label -> the other cells."""
+    rows = {}
+    for line in report.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            label, *cells = (cell.strip() for cell in line.strip("|").split("|"))
+            rows[label] = cells
+    return rows
+
+
+@pytest.mark.skipif(missing_program() is not None, reason=str(missing_program()))
+@pytest.mark.timeout(300)
+def test_bench_deploy_smoke_keeps_every_user_only_with_flet_resilient(tmp_path):
+    report = run_benchmark("bench_deploy.py", tmp_path / "deploy.md", "--smoke")
+    rows = table_rows(report)
+    assert rows[""] == ["plain Flet", "flet-resilient"]
+    for step in ("rolling restart", "SIGKILL"):
+        plain, resilient = rows[f"users kept: {step}"]
+        assert resilient.endswith("(100 %)"), f"{step}: {resilient}\n{report}"
+        assert not plain.endswith("(100 %)"), f"{step}: {plain}\n{report}"

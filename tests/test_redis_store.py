@@ -36,3 +36,16 @@ async def test_two_server_processes_share_state_through_redis():
             await second.connect()
             await second.wait_for(lambda: second.value("count") == "3")
             await second.close()
+
+
+async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing():
+    """More concurrent calls than pooled connections (redis-py's cap is 100)
+    queue for a connection: a busy worker is not a store outage."""
+    from flet_resilient import RedisStore
+
+    async with RedisServer() as redis:
+        store = RedisStore(redis.url, timeout=5)
+        writes = [store.write(f"user {n}", b"state", 1, 60) for n in range(300)]
+        assert all(await asyncio.gather(*writes))
+        reads = await asyncio.gather(*(store.read(f"user {n}") for n in range(300)))
+        assert reads == [(1, b"state")] * 300

@@ -113,6 +113,40 @@ async def test_a_kept_write_never_regresses_a_newer_stored_state():
     assert await durable.read("k") == (30, b"newer, from another worker")
 
 
+@pytest.mark.parametrize("hang", [False, True], ids=["down", "hung"])
+async def test_an_outage_with_nothing_kept_is_probed_until_the_store_answers(hang):
+    """A failed read leaves no write to retry, yet the recovery must be seen
+    (it reloads the sessions begun meanwhile) with no other call coming."""
+    broken = Broken(hang)
+    store = DurableStore(broken, timeout=0.2)
+    recovered: list[bool] = []
+    store.on_recovered(lambda: recovered.append(True))
+    with pytest.raises(StoreUnavailable):
+        await store.read("k")
+    await asyncio.sleep(0.5)  # probes fail while it is down
+    assert not recovered and not store.healthy
+    broken.down = False
+    await _wait(lambda: recovered, timeout=5)
+    assert store.healthy and recovered == [True]
+
+
+async def test_drain_sends_kept_writes_without_waiting_for_the_retry(monkeypatch):
+    """A write kept after a failed call dies with the process unless drain
+    sends it: the retry loop may be in a long backoff sleep."""
+    from flet_resilient import durable
+    from flet_resilient.drain import drain
+
+    monkeypatch.setattr(durable, "RETRY_FIRST_S", 3600.0)
+    broken = Broken()
+    store = DurableStore(broken, timeout=0.2)
+    assert await store.write("k", b"kept", version=10, ttl=60)
+    assert store.kept
+    broken.down = False  # the store answers again; the retry sleeps on
+    await drain(timeout=5)  # (its report counts every store's kept writes)
+    assert await broken.inner.read("k") == (10, b"kept")
+    assert store.healthy and not store.kept
+
+
 async def _wait(predicate, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
