@@ -521,6 +521,9 @@ class InboundGuard(Protocol):
     def admit_session(self, client_ip: str) -> bool:
         """Whether a client at `client_ip` may start one more session now."""
 
+    def read_pause(self, socket: object) -> float:
+        """Seconds to wait before reading the socket's next frame (pacing)."""
+
     def refused(
         self,
         client_ip: str,
@@ -726,6 +729,9 @@ class _GuardedSocket:
         """The next binary frame, after the closed, text-frame and size checks."""
         if self._closed is not None:
             raise WebSocketDisconnect(self._closed)
+        pause = _guard.read_pause(self) if _guard is not None else 0.0
+        if pause:
+            await asyncio.sleep(pause)  # a flood: TCP now pushes back on it
         try:
             data = await self._websocket.receive_bytes()
         except KeyError:  # a text frame: its ASGI message has no "bytes"

@@ -22,7 +22,7 @@ from cachetools import TTLCache
 from flet.messaging.session import Session
 
 from flet_resilient import adapter
-from flet_resilient.metrics import register_section
+from flet_resilient.metrics import count, register_section
 from flet_resilient.switch import disabled
 
 __all__ = ["Limits", "configure_limits", "current_limits"]
@@ -32,6 +32,9 @@ logger = logging.getLogger("flet_resilient.limits")
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 DEFAULT_EVENT_BURST = 100
 DEFAULT_EVENT_RATE = 50.0
+DEFAULT_FRAME_RATE = 200.0
+FRAME_BURST = 400
+"""Frames a socket may send at once before its reads are paced."""
 LOG_INTERVAL = 10.0
 """Seconds between two WARNING lines for one client address and kind."""
 _ADDRESSES = 65536
@@ -50,6 +53,7 @@ class Limits:
     event_rate: float | None = DEFAULT_EVENT_RATE
     on_flood: FloodPolicy = "drop"
     max_new_sessions_per_ip: tuple[int, float] | None = None
+    max_frame_rate: float | None = DEFAULT_FRAME_RATE
 
 
 class _Bucket:
@@ -71,6 +75,13 @@ class _Bucket:
         self.tokens -= 1
         return True
 
+    def wait(self, burst: int, rate: float) -> float:
+        """Take a token, owing it if none is left: the seconds until it is due."""
+        now = time.monotonic()
+        self.tokens = min(float(burst), self.tokens + (now - self.at) * rate) - 1
+        self.at = now
+        return 0.0 if self.tokens >= 0 else -self.tokens / rate
+
 
 class _Guard:
     """The adapter's `InboundGuard`: applies the current `Limits`."""
@@ -78,6 +89,9 @@ class _Guard:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._buckets: weakref.WeakKeyDictionary[Session, _Bucket] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._reads: weakref.WeakKeyDictionary[object, _Bucket] = (
             weakref.WeakKeyDictionary()
         )
         window = limits.max_new_sessions_per_ip
@@ -102,6 +116,21 @@ class _Guard:
         if bucket.take(self.limits.event_burst, rate):
             return "run"
         return self.limits.on_flood
+
+    def read_pause(self, socket: object) -> float:
+        """Seconds to wait before reading the socket's next frame: a client
+        sending faster than `max_frame_rate` is read that fast, no faster, so
+        one flooding socket cannot keep the loop from everyone else."""
+        rate = self.limits.max_frame_rate
+        if rate is None:
+            return 0.0
+        bucket = self._reads.get(socket)
+        if bucket is None:
+            bucket = self._reads[socket] = _Bucket(FRAME_BURST)
+        pause = bucket.wait(FRAME_BURST, rate)
+        if pause:
+            count("transport.reads_paced")
+        return pause
 
     def admit_session(self, client_ip: str) -> bool:
         """A fixed window per address, starting at its first new session."""
@@ -157,6 +186,7 @@ def configure_limits(
     event_rate: float | None = DEFAULT_EVENT_RATE,
     on_flood: FloodPolicy = "drop",
     max_new_sessions_per_ip: tuple[int, float] | None = None,
+    max_frame_rate: float | None = DEFAULT_FRAME_RATE,
 ) -> None:
     """Set the limits on what clients send (no arguments: the defaults).
 
@@ -171,6 +201,9 @@ def configure_limits(
         max_new_sessions_per_ip: `(n, seconds)`: each client address starts
             at most `n` new sessions per `seconds` (a returning session does
             not count); more are refused by closing the socket with 1013.
+        max_frame_rate: frames a socket is read per second on average (after
+            a burst of 400); a faster sender is read at that pace and TCP
+            pushes back on it (None: no pacing).
     """
     _check_positive_int("max_frame_bytes", max_frame_bytes, optional=True)
     _check_positive_int("event_burst", event_burst, optional=False)
@@ -178,10 +211,16 @@ def configure_limits(
     if on_flood not in FLOOD_POLICIES:
         raise ValueError(f"on_flood must be one of {FLOOD_POLICIES}, got {on_flood!r}")
     _check_session_cap(max_new_sessions_per_ip)
+    _check_positive_number("max_frame_rate", max_frame_rate, optional=True)
     global _guard
     _guard = _Guard(
         Limits(
-            max_frame_bytes, event_burst, event_rate, on_flood, max_new_sessions_per_ip
+            max_frame_bytes,
+            event_burst,
+            event_rate,
+            on_flood,
+            max_new_sessions_per_ip,
+            max_frame_rate,
         )
     )
     _install()

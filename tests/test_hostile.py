@@ -359,3 +359,25 @@ async def test_a_message_before_registering_is_malformed():
         frame = msgpack.packb([Action.CONTROL_EVENT, {"target": 1, "name": "x"}])
         await ws.send(b"\x00" + frame)
         await wait_until(lambda: delta("transport.malformed", counted) == 1)
+
+
+async def test_a_flooding_socket_is_read_at_a_pace_and_bystanders_are_answered():
+    app = Counter()
+    async with FletServer(app.main) as server:
+        bystander = await FletClient(server.ws_url).connect()
+        flooder = await FletClient(server.ws_url).connect()
+        assert flooder.ws is not None
+        junk = MALFORMED[0]
+
+        async def flood() -> None:
+            for _ in range(20_000):
+                await flooder.ws.send(junk)
+
+        flooding = asyncio.create_task(flood())
+        await wait_until(lambda: counters.get("transport.reads_paced", 0) > 0, 30)
+        await click_counts(bystander, 1)  # answered while the flood is queued
+        read = counters.get("transport.malformed", 0)
+        flooding.cancel()
+        await bystander.close()
+    # Read at 200 frames/s after a burst of 400, not as fast as they came.
+    assert read < 5_000, read
