@@ -524,6 +524,10 @@ class InboundGuard(Protocol):
     def read_pause(self, socket: object) -> float:
         """Seconds to wait before reading the socket's next frame (pacing)."""
 
+    def admit_search(self, session: Session) -> bool:
+        """Whether one more event for a control the session does not index may
+        make Flet search the whole tree for it (costly: bounded)."""
+
     def refused(
         self,
         client_ip: str,
@@ -675,8 +679,24 @@ async def _admitted(app: FletApp, action: int, body: dict[str, Any]) -> bool:
         _refuse(app, "malformed", "a message before REGISTER_CLIENT")
         return False
     if action == MessageAction.CONTROL_EVENT.value:
-        return await _admit_event(app, session)
+        if not await _admit_event(app, session):
+            return False
+        return _known_target(app, session, body)
     return True
+
+
+def _known_target(app: FletApp, session: Session, body: dict[str, Any]) -> bool:
+    """An event for a control Flet does not index makes it walk every field of
+    the page's tree (tens of ms for a few hundred controls): a few a second."""
+    target = body.get("target")
+    if not isinstance(target, int) or target in session.index:
+        return True  # (an ill-formed body is Flet's to refuse: malformed)
+    if target == session.page._i:
+        return True
+    if _guard is None or _guard.admit_search(session):
+        return True
+    _refuse(app, "events_unknown", "events for controls the page does not have")
+    return False
 
 
 def _screened(

@@ -33,6 +33,8 @@ DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 DEFAULT_EVENT_BURST = 100
 DEFAULT_EVENT_RATE = 50.0
 DEFAULT_FRAME_RATE = 200.0
+SEARCH_BURST, SEARCH_RATE = 5, 1.0
+"""Events for unknown controls (each a walk of the whole tree) per session."""
 FRAME_BURST = 400
 """Frames a socket may send at once before its reads are paced."""
 LOG_INTERVAL = 10.0
@@ -94,6 +96,9 @@ class _Guard:
         self._reads: weakref.WeakKeyDictionary[object, _Bucket] = (
             weakref.WeakKeyDictionary()
         )
+        self._searches: weakref.WeakKeyDictionary[Session, _Bucket] = (
+            weakref.WeakKeyDictionary()
+        )
         window = limits.max_new_sessions_per_ip
         self._new_sessions: TTLCache = TTLCache(
             _ADDRESSES, window[1] if window else 1.0, timer=time.monotonic
@@ -131,6 +136,13 @@ class _Guard:
         if pause:
             count("transport.reads_paced")
         return pause
+
+    def admit_search(self, session: Session) -> bool:
+        """A few tree walks for unknown controls per session (5, then 1/s)."""
+        bucket = self._searches.get(session)
+        if bucket is None:
+            bucket = self._searches[session] = _Bucket(SEARCH_BURST)
+        return bucket.take(SEARCH_BURST, SEARCH_RATE)
 
     def admit_session(self, client_ip: str) -> bool:
         """A fixed window per address, starting at its first new session."""

@@ -120,6 +120,7 @@ def build_app(app_main: Callable[..., Any], **app_kwargs: Any) -> Any:
         return Response(body, media_type="application/json")
 
     app_kwargs.setdefault("no_cdn", True)
+    flet_resilient.install()  # as serve() does (a no-op when switched off)
     app = flet_fastapi.app(app_main, **app_kwargs)
     app.router.routes.insert(0, Route(STATS_PATH, stats_route, methods=["GET"]))
     return app

@@ -394,6 +394,9 @@ async def serve_child(
     stdin closes."""
     import uvicorn
 
+    from flet_resilient import adapter
+
+    adapter.install()  # as serve() does (a no-op with FLET_RESILIENT_DISABLE=1)
     sock = loopback_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="error", **uvicorn_options))
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))

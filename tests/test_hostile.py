@@ -381,3 +381,19 @@ async def test_a_flooding_socket_is_read_at_a_pace_and_bystanders_are_answered()
         await bystander.close()
     # Read at 200 frames/s after a burst of 400, not as fast as they came.
     assert read < 5_000, read
+
+
+async def test_events_for_missing_controls_make_few_tree_searches():
+    # Flet walks every field of the page's tree for a control it does not index.
+    app = Counter()
+    async with FletServer(app.main) as server:
+        user = await FletClient(server.ws_url).connect()
+        for _ in range(30):
+            await user.send(
+                Action.CONTROL_EVENT, {"target": 999_999, "name": "click", "data": None}
+            )
+        await wait_until(lambda: counters.get("transport.events_unknown", 0) >= 20)
+        await click_counts(user, 1)  # a real control still answers
+        await user.close()
+    # 5 at once, then 1 a second: the rest never reach Flet's search.
+    assert counters["transport.events_unknown"] >= 20
