@@ -33,9 +33,9 @@ DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 DEFAULT_EVENT_BURST = 100
 DEFAULT_EVENT_RATE = 50.0
 DEFAULT_FRAME_RATE = 200.0
-SEARCH_BURST, SEARCH_RATE = 5, 1.0
+SEARCH_BURST, SEARCH_RATE = 1, 1.0
 """Events for unknown controls (each a walk of the whole tree) per session."""
-FRAME_BURST = 400
+FRAME_BURST = 100
 """Frames a socket may send at once before its reads are paced."""
 LOG_INTERVAL = 10.0
 """Seconds between two WARNING lines for one client address and kind."""
@@ -138,7 +138,7 @@ class _Guard:
         return pause
 
     def admit_search(self, session: Session) -> bool:
-        """A few tree walks for unknown controls per session (5, then 1/s)."""
+        """A few tree walks for unknown controls per session (1, then 1/s)."""
         bucket = self._searches.get(session)
         if bucket is None:
             bucket = self._searches[session] = _Bucket(SEARCH_BURST)
@@ -214,7 +214,7 @@ def configure_limits(
             at most `n` new sessions per `seconds` (a returning session does
             not count); more are refused by closing the socket with 1013.
         max_frame_rate: frames a socket is read per second on average (after
-            a burst of 400); a faster sender is read at that pace and TCP
+            a burst of 100); a faster sender is read at that pace and TCP
             pushes back on it (None: no pacing).
     """
     _check_positive_int("max_frame_bytes", max_frame_bytes, optional=True)
