@@ -807,14 +807,19 @@ signatures); with the instance attributes read through `_private`, this is
 the written list of what flet-resilient depends on."""
 
 
+def _missing(owner: type, name: str) -> UnsupportedFletVersion:
+    """The error for a Flet internal the seam needs and this Flet lacks."""
+    return UnsupportedFletVersion(
+        f"flet {FLET_VERSION}: {owner.__qualname__}.{name} is missing; "
+        f"flet-resilient was tested with flet {SUPPORTED_FLET[0]}x"
+    )
+
+
 def _check_flet() -> None:
     """Refuse to install, naming it, if a Flet method the seam wraps is gone."""
     for owner, name in PATCHED:
         if name not in vars(owner):
-            raise UnsupportedFletVersion(
-                f"flet {FLET_VERSION}: {owner.__qualname__}.{name} is missing; "
-                f"flet-resilient was tested with flet {SUPPORTED_FLET[0]}x"
-            )
+            raise _missing(owner, name)
 
 
 def _private(obj: object, name: str) -> Any:
@@ -822,10 +827,7 @@ def _private(obj: object, name: str) -> Any:
     try:
         return getattr(obj, name)
     except AttributeError:
-        raise UnsupportedFletVersion(
-            f"flet {FLET_VERSION}: {type(obj).__qualname__}.{name} is missing; "
-            f"flet-resilient was tested with flet {SUPPORTED_FLET[0]}x"
-        ) from None
+        raise _missing(type(obj), name) from None
 
 
 def _install() -> None:

@@ -283,6 +283,17 @@ def test_bad_arguments_are_clear_errors():
         evict_idle(release_memory="yes")
 
 
+async def count_shown(server: FletServer, storage: dict) -> str:
+    """The count a visit with this browser storage shows (the storage is shared)."""
+    user = FletClient(server.ws_url)
+    user.storage = storage
+    await user.connect()
+    await user.wait_for(lambda: user.value("count") is not None)
+    count = user.value("count")
+    await user.close()
+    return count
+
+
 async def test_two_apps_on_one_origin_never_share_a_key_or_a_state():
     # One browser (one storage), one shared secret and one store, two apps.
     store, storage = MemoryStore(), {}
@@ -295,18 +306,8 @@ async def test_two_apps_on_one_origin_never_share_a_key_or_a_state():
         await use(alice, 4, "for app A")
         await alice.close()  # saved on disconnect
         key_of_a = dict(storage)
-        other = FletClient(b.ws_url)
-        other.storage = storage
-        await other.connect()
-        await other.wait_for(lambda: other.value("count") is not None)
-        found_in_b = other.value("count")
-        await other.close()
-        again = FletClient(a.ws_url)
-        again.storage = storage
-        await again.connect()
-        await again.wait_for(lambda: again.value("count") is not None)
-        found_in_a = again.value("count")
-        await again.close()
+        found_in_b = await count_shown(b, storage)
+        found_in_a = await count_shown(a, storage)
     assert found_in_b == "0"  # B neither reads A's state ...
     assert all(storage[k] == v for k, v in key_of_a.items())  # ... nor replaces its key
     assert found_in_a == "4"
