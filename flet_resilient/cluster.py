@@ -457,9 +457,10 @@ class Worker(_Process, LoopbackEndpoint):
 class LoadBalancer(_Service, LoopbackEndpoint):
     """HAProxy on 127.0.0.1 in front of backend ports, as in production.
 
-    Round robin, WebSockets (long tunnel timeout), health checks every 200 ms
-    (a dead worker leaves rotation after one failed check, comes back after
-    one good one), and a refused connection is retried on another worker.
+    Round robin, WebSockets (long tunnel timeout), TCP health checks every
+    200 ms (a worker that stopped listening leaves rotation after one failed
+    check, comes back after one good one; a busy worker stays in), and a
+    refused connection is retried on another worker.
     With `sticky=True` a cookie `SRV` pins each browser to one worker.
     Backends are named `w0`, `w1`, ... in config, cookies and `status()`.
     `checks=False` turns health checks off: only retries move traffic off a
@@ -525,7 +526,6 @@ frontend app
 
 backend workers
     balance roundrobin
-    option httpchk GET /
 {cookie}{servers}"""
 
     def start(self) -> None:

@@ -1,11 +1,13 @@
 """A state store that may fail: every call bounded, failed writes kept and retried.
 
-`DurableStore` wraps the app's store. Each call gets `timeout` seconds (a
-hung Redis costs that, not minutes). A write that fails is kept in memory,
+`DurableStore` wraps the app's store. Each call gets `timeout` seconds of the
+loop's responsive time (a hung Redis costs that, not minutes; a loop busy
+elsewhere does not fail calls that were answered). A write that fails is kept in memory,
 newest per key, and retried with backoff until the store answers; reads see
 those kept writes, so a user who returns during an outage gets their newest
-state. An outage is logged once when it starts and once when it ends,
-counted, and shown in `stats()["store"]`; nothing raises into the app.
+state. An outage is logged once when it starts and once when it ends (a
+flapping store: once per `OUTAGE_LOG_EVERY_S`), counted, and shown in
+`stats()["store"]`; nothing raises into the app.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-
 from flet_resilient.background import spawn
+from flet_resilient.deadline import responsive_timeout
 from flet_resilient.metrics import Histogram, count, register_section
 from flet_resilient.stores import Record, StateStore
 
@@ -40,6 +41,9 @@ store_latency = Histogram()
 
 RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 5.0
+OUTAGE_LOG_EVERY_S = 30.0
+"""A store that flaps logs one outage (and its end) per this many seconds;
+every outage is still counted."""
 PROBE_KEY = "flet-resilient:probe"
 """Read (never written) to learn that a store with nothing to retry is back."""
 
@@ -70,6 +74,9 @@ class DurableStore:
         self.timeout = timeout
         self.kept: dict[str, _Kept] = {}
         self.down_since: float | None = None
+        self._logged_at = -OUTAGE_LOG_EVERY_S
+        self._unlogged = 0  # outages since the last logged one
+        self._logging_outage = False
         self._retrier: asyncio.Task[None] | None = None
         self._on_recovered: list[Callable[[], None]] = []
         _all.add(self)
@@ -163,8 +170,7 @@ class DurableStore:
     async def _call(self, operation: Callable[..., Any], *args: Any) -> Any:
         started = time.perf_counter()
         try:
-            with anyio.fail_after(self.timeout):
-                result = await operation(*args)
+            result = await responsive_timeout(operation(*args), self.timeout)
         except Exception as exc:
             self._failed(operation, exc)
             raise StoreUnavailable(f"state store failed: {exc!r}") from exc
@@ -180,25 +186,34 @@ class DurableStore:
         self.down_since = time.monotonic()
         count("store.outages")
         self._retry_soon()
+        if self.down_since - self._logged_at < OUTAGE_LOG_EVERY_S:
+            self._unlogged += 1
+            return
+        self._logged_at, self._logging_outage = self.down_since, True
         logger.error(
             "state store %s unavailable (%s: %r); saves are kept in memory and "
-            "retried, reads fall back to them; logged again when it is back",
+            "retried, reads fall back to them; logged again when it is back "
+            "(%d short outages since the last line)",
             type(self.store).__name__,
             getattr(operation, "__name__", operation),
             exc,
+            self._unlogged,
         )
+        self._unlogged = 0
 
     def _answered(self) -> None:
         if self.down_since is None:
             return
         outage = time.monotonic() - self.down_since
         self.down_since = None
-        logger.warning(
-            "state store %s is back after %.1f s; %d kept writes to retry",
-            type(self.store).__name__,
-            outage,
-            len(self.kept),
-        )
+        if self._logging_outage:
+            self._logging_outage = False
+            logger.warning(
+                "state store %s is back after %.1f s; %d kept writes to retry",
+                type(self.store).__name__,
+                outage,
+                len(self.kept),
+            )
         for hook in list(self._on_recovered):
             hook()
 

@@ -24,6 +24,8 @@ import anyio
 import msgpack
 from cachetools import TLRUCache
 
+from flet_resilient.deadline import BUSY_STRETCH, responsive_timeout
+
 __all__ = [
     "DiskStore",
     "MemoryStore",
@@ -203,8 +205,10 @@ class RedisStore:
     """Redis-backed store, shared by every worker (extra `redis`).
 
     A record is a hash {v: version, d: value}; a Lua script compares and
-    sets it atomically. `timeout` bounds each socket operation, so a hung
-    Redis costs a call that long, not the client library's default.
+    sets it atomically. `timeout` bounds each call in the loop's responsive
+    time (`flet_resilient.deadline`), so a hung Redis costs a call that long,
+    not the client library's default, and a busy loop does not fail calls
+    Redis answered; the sockets' own timeouts are only a backstop.
     """
 
     shared = True
@@ -226,24 +230,27 @@ class RedisStore:
             url,
             max_connections=MAX_CONNECTIONS,
             timeout=None,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
+            socket_timeout=timeout * BUSY_STRETCH,
+            socket_connect_timeout=timeout * BUSY_STRETCH,
         )
+        self.timeout = timeout
         self._client: Any = redis.Redis(connection_pool=pool)
         self._write_script = self._client.register_script(_WRITE_IF_NEWER)
         self.prefix = prefix
 
     async def read(self, key: str) -> Record | None:
-        version, value = await self._client.hmget(self.prefix + key, "v", "d")
+        reply = self._client.hmget(self.prefix + key, "v", "d")
+        version, value = await responsive_timeout(reply, self.timeout)
         return None if value is None else (int(version), bytes(value))
 
     async def write(self, key: str, value: bytes, version: int, ttl: float) -> bool:
         ttl_ms = max(1, int(ttl * 1000))
         args: list[int | bytes] = [version, value, ttl_ms]
-        return bool(await self._write_script(keys=[self.prefix + key], args=args))
+        reply = self._write_script(keys=[self.prefix + key], args=args)
+        return bool(await responsive_timeout(reply, self.timeout))
 
     async def delete(self, key: str) -> None:
-        await self._client.delete(self.prefix + key)
+        await responsive_timeout(self._client.delete(self.prefix + key), self.timeout)
 
 
 def default_state_dir() -> Path:

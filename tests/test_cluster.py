@@ -78,6 +78,25 @@ async def test_terminated_worker_leaves_rotation_and_comes_back():
         assert set(pids) == {first.pid, second.pid}
 
 
+async def test_a_busy_worker_stays_in_rotation():
+    """A worker whose loop is busy longer than a check's timeout (as while it
+    rebuilds a herd of reconnected sessions) is alive: it stays in rotation and
+    serves the connection that waited. An HTTP check took it out, so every
+    reconnect meanwhile got a 503 and backed off for seconds."""
+    async with Cluster(APP, cwd=APPS, workers=1) as cluster:
+        client = await FletClient(cluster.ws_url).connect()
+        await client.wait_for(lambda: client.value("pid"))
+        await client.click("block")  # the loop sleeps 2 s
+        seen: set[str] = set()
+        waiting = asyncio.ensure_future(served_by(cluster.ws_url))
+        while not waiting.done():  # until the block is over and it was served
+            seen |= set((await asyncio.to_thread(cluster.balancer.status)).values())
+            await asyncio.wait({waiting}, timeout=0.05)
+        assert await waiting == cluster.workers[0].pid
+        assert seen == {"UP"}
+        await client.close()
+
+
 async def test_refused_connection_is_retried_on_another_worker():
     """Without health checks only `retries` + `redispatch` avoid a dead worker."""
     async with Cluster(APP, cwd=APPS, workers=2, checks=False) as cluster:

@@ -174,3 +174,21 @@ async def test_disk_store_purges_expired_records_and_abandoned_temp_files(tmp_pa
     names = {p.name for p in tmp_path.iterdir()}
     assert names == {".lock", ".secret", store._file("fresh").name}
     assert await store.read("fresh") == (1, b"y")
+
+
+async def test_a_flapping_store_logs_one_outage_and_counts_each(caplog):
+    from flet_resilient.metrics import counters
+
+    broken = Broken()
+    durable = DurableStore(broken, timeout=0.2)
+    for _ in range(5):  # down, back, down, back...
+        broken.down = True
+        with pytest.raises(StoreUnavailable):
+            await durable.read("k")
+        broken.down = False
+        await durable.read("k")
+        assert durable.healthy
+    lines = [r.getMessage() for r in caplog.records if r.name.endswith("stores")]
+    assert len([line for line in lines if "unavailable" in line]) == 1
+    assert len([line for line in lines if "is back after" in line]) == 1
+    assert counters["store.outages"] == 5
