@@ -540,6 +540,8 @@ class InboundGuard(Protocol):
 
 
 _guard: InboundGuard | None = None
+READ_CHUNK_BYTES = 8 * 1024
+"""Bytes read from a guarded client socket at once (about 200 small events)."""
 _registered: weakref.WeakSet[FletApp] = weakref.WeakSet()
 """Sockets that sent their REGISTER_CLIENT: a second one is refused."""
 
@@ -735,6 +737,8 @@ class _GuardedSocket:
         self._websocket = websocket
         self._app = weakref.ref(app)
         self._closed: int | None = None
+        if _guard is not None:
+            _bound_reads(websocket)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._websocket, name)
@@ -768,6 +772,33 @@ class _GuardedSocket:
             await self.close(1009, "message too big")
             raise WebSocketDisconnect(1009, "message too big")
         return data
+
+
+def _bound_reads(websocket: Any) -> None:
+    """Read this client's socket `READ_CHUNK_BYTES` at a time.
+
+    asyncio reads up to 256 KiB per callback and uvicorn parses every frame of
+    a read in that callback: a flood of small frames waiting in the kernel's
+    buffers held the loop 170 ms. The transport is uvicorn's, reached through
+    the ASGI receive callable (a middleware wrapping it, or uvloop, hides it:
+    warned once, counted as `transport.reads_unbounded`).
+    """
+    protocol = getattr(getattr(websocket, "_receive", None), "__self__", None)
+    transport = getattr(protocol, "transport", None)
+    if isinstance(getattr(transport, "max_size", None), int):
+        transport.max_size = READ_CHUNK_BYTES  # type: ignore[union-attr]
+        return
+    count("transport.reads_unbounded")
+    if not _unbounded_warned:
+        _unbounded_warned.append(type(transport).__name__)
+        logger.warning(
+            "cannot bound reads of client sockets (transport %s has no max_size): "
+            "a flood of small frames can hold the event loop per read",
+            type(transport).__name__,
+        )
+
+
+_unbounded_warned: list[str] = []
 
 
 def _tolerate_undecodable() -> None:

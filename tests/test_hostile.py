@@ -383,6 +383,30 @@ async def test_a_flooding_socket_is_read_at_a_pace_and_bystanders_are_answered()
     assert read < 5_000, read
 
 
+async def test_a_client_socket_is_read_in_small_slices():
+    """A flood already in the kernel's buffers is parsed a slice at a time:
+    asyncio reads 256 KiB at once, and uvicorn parsing a read of small events
+    held the loop 170 ms (bench_hostile's event flood)."""
+    async with FletServer(Counter().main) as server:
+        user = await FletClient(server.ws_url).connect()
+        (app,) = list(adapter._live_apps)
+        websocket = app._FletApp__websocket._websocket  # inside the guard
+        transport = websocket._receive.__self__.transport
+        assert transport.max_size == adapter.READ_CHUNK_BYTES
+        await user.close()
+
+
+def test_a_socket_whose_reads_cannot_be_bounded_says_so(caplog, monkeypatch):
+    monkeypatch.setattr(adapter, "_unbounded_warned", [])
+    adapter._bound_reads(object())  # e.g. behind a middleware that wraps receive
+    adapter._bound_reads(object())
+    assert counters["transport.reads_unbounded"] == 2
+    assert [r.getMessage() for r in caplog.records].count(
+        "cannot bound reads of client sockets (transport NoneType has no max_size): "
+        "a flood of small frames can hold the event loop per read"
+    ) == 1
+
+
 async def test_events_for_missing_controls_make_few_tree_searches():
     # Flet walks every field of the page's tree for a control it does not index.
     app = Counter()
