@@ -10,7 +10,8 @@ server-pushed updates. A dirty control whose ancestor is also dirty is
 covered by the ancestor's diff. One-shot messages (`invoke_method`, errors)
 first flush what was deferred before them, so order is kept. While the client's outbound
 backlog is above `max_backlog_bytes`, flushes wait (state keeps merging) and
-the rate halves until the client drains it.
+the rate halves until the client drains it; while the event loop is
+overloaded (`flet_resilient.overload`), the rate drops with it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from flet.controls.base_control import BaseControl
 from flet.controls.page import Page
 from flet.messaging.session import Session
 
-from flet_resilient import adapter
+from flet_resilient import adapter, overload
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import count, register_section
 from flet_resilient.switch import disabled
@@ -77,7 +78,7 @@ class Coalescer:
         if self._answer():
             return
         if self._timer is None:
-            delay = self._last_flush + self.interval - time.monotonic()
+            delay = self._last_flush + self.window() - time.monotonic()
             if delay <= 0 and self.backlog_bytes() <= self.max_backlog_bytes:
                 self.flush()  # leading edge: an isolated change goes out now
             else:
@@ -119,6 +120,11 @@ class Coalescer:
             return
         self.interval = max(self.interval / 2, self.min_interval)
         self.flush()
+
+    def window(self) -> float:
+        """Seconds between two server-pushed flushes now: the interval (longer
+        while backlogged), times the loop's overload factor."""
+        return self.interval * overload.factor(self.loop)
 
     def backlog_bytes(self) -> int:
         session = self._session()
@@ -173,7 +179,7 @@ class Coalescer:
             "coalesced": self.coalesced,
             "bypassed": self.bypassed_calls,
             "pending": len(self._dirty),
-            "rate_hz": round(1 / self.interval, 2),
+            "rate_hz": round(1 / self.window(), 2),
             "backlog_bytes": self.backlog_bytes(),
         }
 

@@ -18,6 +18,7 @@ import weakref
 from typing import Any
 
 from flet_resilient.metrics import Histogram, count, counters, register_section
+from flet_resilient.overload import load_factor
 
 __all__ = ["LoopWatchdog", "watch_loop"]
 
@@ -40,6 +41,7 @@ class LoopWatchdog:
         self.interval = interval
         self.threshold = threshold
         self.lag = Histogram()
+        self.load = load_factor(loop)
         self.stalls: list[str] = []
         self._heartbeat = time.monotonic()
         self._logged_at = -LOG_EVERY
@@ -55,7 +57,9 @@ class LoopWatchdog:
             started = time.monotonic()
             await asyncio.sleep(self.interval)
             self._heartbeat = time.monotonic()
-            self.lag.record((self._heartbeat - started - self.interval) * 1000)
+            lag = self._heartbeat - started - self.interval
+            self.lag.record(lag * 1000)
+            self.load.record(lag)
 
     def _watch(self) -> None:
         reported = 0.0
