@@ -309,11 +309,12 @@ def evict_idle(
             sessions (its process manager starts a fresh one).
         recycle_rss: likewise once the process's resident memory exceeds this
             many bytes.
-        recycle_idle_rss: likewise once, after evictions, the resident memory
-            exceeds the worker's first-session RSS + its live sessions'
-            estimate by more than this many bytes and more than that estimate
-            (capped at what the evicted sessions held); one worker per machine
-            at a time (see `flet_resilient.recycle`).
+        recycle_idle_rss: likewise once evictions have paused and the
+            resident memory exceeds the worker's RSS at its first session +
+            its live sessions' estimate by more than this many bytes and more
+            than that estimate (counting at most what its evicted sessions
+            held), one worker per machine at a time: the burst's freed memory
+            goes back, only the live sessions move (see `flet_resilient.recycle`).
         name: this app's identity: its own browser key and store namespace,
             so apps on one origin never read each other's state (default: the
             module and name of `main`; set it to keep keys across a rename).

@@ -8,12 +8,13 @@ the process manager (gunicorn, `uvicorn --workers`, systemd, Kubernetes)
 starts a fresh one. The exit is a SIGTERM to the process itself, so the
 server's own graceful shutdown, and with it `drain()`, runs as on a deploy.
 
-`recycle_idle_rss` leaves only when the memory is *reclaimable*: after
-evictions, when the RSS exceeds the worker's baseline plus its live sessions'
-estimate by more than the limit and by more than those sessions' estimate
-(so the drain moves few sessions), and at most as much as its evicted
-sessions held (so a fresh worker that only took sessions over never leaves).
-The workers of one machine take turns (`RECYCLE_SPACING_S`).
+`recycle_idle_rss` leaves only when the memory is *reclaimable*: once
+evictions paused (`EVICTIONS_QUIET_S`, the tail of a burst gone), when the
+RSS exceeds the worker's baseline plus its live sessions' estimate by more
+than the limit and by more than that estimate (so the drain moves few
+sessions); what counts is at most what its evicted sessions held, so a fresh
+worker that only took sessions over never leaves. The workers of one machine
+take turns (`RECYCLE_SPACING_S`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from flet_resilient.metrics import count
 from flet_resilient.stores import default_state_dir
 
 __all__ = [
+    "EVICTIONS_QUIET_S",
     "RECYCLE_SPACING_S",
     "RSS_CHECK_S",
     "Recycler",
@@ -44,6 +46,8 @@ logger = logging.getLogger("flet_resilient.recycle")
 
 RSS_CHECK_S = 2.0
 """How often the resident memory is compared with the RSS limits."""
+EVICTIONS_QUIET_S = 5.0
+"""`recycle_idle_rss` waits until no session was evicted for this long."""
 RECYCLE_SPACING_S = 10.0
 """Least time between two `recycle_idle_rss` exits on one machine: enough for
 a replacement to boot and take the moved sessions before the next one goes."""
@@ -99,6 +103,7 @@ class Recycler:
         self.sessions = 0
         self.baseline: int | None = None  # RSS when the first session started
         self.evicted_bytes = 0  # estimated bytes of the sessions evicted
+        self.last_eviction = 0.0  # time.monotonic()
         self.live_bytes: Callable[[], int] = lambda: 0
         self.turn_path = default_state_dir() / TURN_FILE
         self.deferred = False
@@ -143,6 +148,8 @@ class Recycler:
             self._check_reclaimable(rss, self.idle_rss)
 
     def _check_reclaimable(self, rss: int, limit: int) -> None:
+        if time.monotonic() - self.last_eviction < EVICTIONS_QUIET_S:
+            return
         live = self.live_bytes()
         spare = min(rss - (self.baseline or rss) - live, self.evicted_bytes)
         if spare <= limit or spare <= live:
@@ -176,8 +183,10 @@ class Recycler:
 
 def session_evicted(estimated: int) -> None:
     """An evicted session's estimated bytes: memory a fresh worker hands back."""
-    if Recycler.current is not None:
-        Recycler.current.evicted_bytes += estimated
+    recycler = Recycler.current
+    if recycler is not None:
+        recycler.evicted_bytes += estimated
+        recycler.last_eviction = time.monotonic()
 
 
 def _strictest(current: int | None, new: int | None) -> int | None:
