@@ -76,7 +76,7 @@ def take_turn(path: Path, spacing: float = RECYCLE_SPACING_S) -> float | None:
     (an exclusive `flock` around the read and write of `path`)."""
     import fcntl  # POSIX; checked when recycle_idle_rss is configured
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)  # (a tmp cleaner may remove it)
     with open(path, "a+") as turn:
         fcntl.flock(turn, fcntl.LOCK_EX)
         turn.seek(0)
@@ -116,9 +116,9 @@ class Recycler:
         cls, after_sessions: int | None, max_rss: int | None, idle_rss: int | None
     ) -> Recycler:
         """The process's recycler, with these limits added."""
-        if idle_rss is not None and os.name != "posix":
-            raise RuntimeError("recycle_idle_rss needs a POSIX system (fcntl.flock)")
         recycler = cls.current = cls.current or cls()
+        if idle_rss is not None:
+            _check_turn_file(recycler.turn_path)
         recycler.after_sessions = _strictest(recycler.after_sessions, after_sessions)
         recycler.max_rss = _strictest(recycler.max_rss, max_rss)
         recycler.idle_rss = _strictest(recycler.idle_rss, idle_rss)
@@ -179,6 +179,20 @@ class Recycler:
         count("recycle.exits")
         logger.warning("recycling this worker (pid %d): %s", os.getpid(), why)
         self.exit()
+
+
+def _check_turn_file(path: Path) -> None:
+    """Fail at startup, not at the first recycle, if turns cannot be taken."""
+    if os.name != "posix":
+        raise RuntimeError("recycle_idle_rss needs a POSIX system (fcntl.flock)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError as error:
+        raise RuntimeError(
+            f"recycle_idle_rss: cannot write the turn file {path} (set "
+            f"$FLET_RESILIENT_STATE_DIR to a writable directory): {error}"
+        ) from error
 
 
 def session_evicted(estimated: int) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from flet_resilient import evict_idle
 from flet_resilient.cluster import Cluster, Worker
+from flet_resilient.recycle import Recycler
 from flet_resilient.testing import FletClient, wait_until
 
 APPS = Path(__file__).parent / "apps"
@@ -135,3 +136,14 @@ async def test_the_workers_of_one_machine_recycle_one_at_a_time(tmp_path):
 def test_recycle_idle_rss_must_be_a_positive_int_of_bytes(bad):
     with pytest.raises(ValueError, match="recycle_idle_rss must be a positive int"):
         evict_idle(recycle_idle_rss=bad)
+
+
+def test_recycle_idle_rss_without_a_writable_state_dir_fails_at_startup(
+    tmp_path, monkeypatch
+):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("FLET_RESILIENT_STATE_DIR", str(not_a_dir))
+    monkeypatch.setattr(Recycler, "current", None)
+    with pytest.raises(RuntimeError, match="FLET_RESILIENT_STATE_DIR"):
+        evict_idle(recycle_idle_rss=1, secret_key="k" * 32)
