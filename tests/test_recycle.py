@@ -56,12 +56,14 @@ BURST = 5  # closed tabs per worker, each a page of CONTROLS Texts
 RECLAIM_LINE = "MiB reclaimable"
 
 
-def recycle_worker(tmp_path: Path, name: str, limit: str | None) -> Worker:
-    """gunicorn with one worker of recycle_app, its state (and recycling
-    turns) and its log (NAME.log) in `tmp_path`."""
-    env = {"FLET_RESILIENT_STATE_DIR": str(tmp_path / "state"), "CONTROLS": "1500"}
-    if limit is not None:
-        env["RECYCLE_IDLE_RSS"] = limit
+def recycle_worker(tmp_path: Path, name: str) -> Worker:
+    """gunicorn with one worker of recycle_app(recycle_idle_rss=1 byte), its
+    state (and recycling turns) and its log (NAME.log) in `tmp_path`."""
+    env = {
+        "FLET_RESILIENT_STATE_DIR": str(tmp_path / "state"),
+        "CONTROLS": "1500",
+        "RECYCLE_IDLE_RSS": "1",
+    }
     return Worker(
         "recycle_app:create_app",
         cwd=APPS,
@@ -96,7 +98,7 @@ def recycle_lines(worker: Worker, kind: str) -> list[str]:
 async def test_a_worker_recycles_once_its_evicted_sessions_left_reclaimable_memory(
     tmp_path,
 ):
-    async with recycle_worker(tmp_path, "w", limit="1") as worker:
+    async with recycle_worker(tmp_path, "w") as worker:
         before = worker.worker_pids()
         active, pids = await active_then_burst(worker)
         await asyncio.wait_for(active.closed.wait(), 30)  # drained: come back
@@ -116,8 +118,8 @@ async def test_a_worker_recycles_once_its_evicted_sessions_left_reclaimable_memo
 
 async def test_the_workers_of_one_machine_recycle_one_at_a_time(tmp_path):
     async with (
-        recycle_worker(tmp_path, "a", limit="1") as a,
-        recycle_worker(tmp_path, "b", limit="1") as b,
+        recycle_worker(tmp_path, "a") as a,
+        recycle_worker(tmp_path, "b") as b,
     ):
         await asyncio.gather(active_then_burst(a), active_then_burst(b))
         await wait_until(
