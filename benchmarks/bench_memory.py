@@ -1,7 +1,7 @@
 """Server memory with many idle sessions: plain Flet vs `@evict_idle`, and recycling.
 
 Run from the repository root (`pip install -e .[bench,plot]`; about 13 minutes
-with the defaults on 2 cores, 30 s for the smoke run):
+with the defaults on 2 cores, about a minute for the smoke run):
 
     python benchmarks/bench_memory.py                 # 500 sessions x 1000 controls
     python benchmarks/bench_memory.py --smoke         # evict and recycle, tiny
@@ -124,7 +124,7 @@ NOTES = 5  # notes per user's state
 DRAIN_CLOSE_CODE = 1012  # a drained worker's close: the client reconnects
 DRAIN_RETRIES = 3  # saves redone after drains before a user gives up
 MiB = 1024 * 1024
-SMOKE: dict[str, float] = {  # --smoke: a quick check (about 30 s)
+SMOKE: dict[str, float] = {  # --smoke: a quick check (about a minute)
     "sessions": 12,
     "controls": 100,
     "idle_ttl": 2.0,
