@@ -1207,6 +1207,9 @@ def goal_line(p: Phase) -> str:
         line += (
             f"; every client back after a drain found its state: "
             f"{verdict[back > 0 and p.rejoined_ok == back]} ({p.rejoined_ok}/{back})"
+            f"; fleet RSS after idle {mib(p.idle_rss)} MiB vs fresh workers + "
+            f"{p.active} active sessions {mib(p.target)} MiB ({within(p.idle_rss, p)}"
+            f"): {verdict[meets_rss(p.idle_rss, p)]}"
         )
     return line
 
