@@ -1,7 +1,7 @@
 """Server memory with many idle sessions: plain Flet vs `@evict_idle`, and recycling.
 
 Run from the repository root (`pip install -e .[bench,plot]`; about 13 minutes
-with the defaults on 2 cores, 30 s for the smoke run):
+with the defaults on 2 cores, about a minute for the smoke run):
 
     python benchmarks/bench_memory.py                 # 500 sessions x 1000 controls
     python benchmarks/bench_memory.py --smoke         # evict and recycle, tiny
@@ -38,22 +38,26 @@ Flet's real WebSocket protocol) run in this process:
    first-time visitors, the cost of building a page, for comparison.
 
 `recycle` (issue "Worker recycling"): the evict app, also given
-`recycle_rss` (`--recycle-rss` MiB; default per worker halfway between the
-evict phase's target and its RSS after idle) or `recycle_after`
-(`--recycle-after`; the smoke run's default, --sessions / --workers: a
-recycle right after the burst), served by gunicorn with `--workers` (1)
-uvicorn workers (`flet_resilient.cluster.Worker`). A worker over its limit
-drains (saves every session's state, closes the sockets with 1012) and
-exits; gunicorn starts a fresh one. The same steps without 4 (no control
-channel into gunicorn's workers); the RSS is the sum of the worker
-processes' (the master's is reported apart), the baseline that of the fresh
-workers. A client whose socket a drain closes while it is active, or while
-it connects and saves, comes back like the Flutter client (same session id
-and storage, first try after 500 ms, the wait doubling, 30 s at most) and is
-counted as restored if its page shows its state; every connect retries the
-same way (a worker may be booting). Reported besides: worker exits and in
-which step, the workers' drain and recycling log lines, clients back after a
-drain and their close -> state on screen times.
+`recycle_idle_rss` (`--recycle-idle-rss` MiB, the default limit: 64, smoke
+1: leave once that much memory is reclaimable after the idle evictions),
+and/or `recycle_rss` (`--recycle-rss` MiB) or `recycle_after`
+(`--recycle-after`), served by gunicorn with `--workers` (1) uvicorn workers
+(`flet_resilient.cluster.Worker`). A worker over its limit drains (saves
+every session's state, closes the sockets with 1012) and exits; gunicorn
+starts a fresh one. The same steps without 4 (no control channel into
+gunicorn's workers); the idle step waits longer, for the evictions to pause
+and a check (`EVICTIONS_QUIET_S` + `RSS_CHECK_S`) and for each worker's turn
+(`RECYCLE_SPACING_S`). The RSS is the sum of the
+worker processes' (the master's is reported apart), the baseline that of the
+fresh workers, so the goal reads: fleet RSS after idle within 10 % of fresh
+workers + the active sessions. A client whose socket a drain closes while
+it is active, or while it connects and saves, comes back like the Flutter
+client (same session id and storage, first try after 500 ms, the wait
+doubling, 30 s at most) and is counted as restored if its page shows its
+state; every connect retries the same way (a worker may be booting).
+Reported besides: worker exits and in which step, the workers' drain,
+recycling and deferral log lines, clients back after a drain and their
+close -> state on screen times.
 
 The server socket is bound with proto IPPROTO_TCP, as `uvicorn.run(host=,
 port=)` does, so that asyncio sets TCP_NODELAY (see
@@ -120,7 +124,7 @@ NOTES = 5  # notes per user's state
 DRAIN_CLOSE_CODE = 1012  # a drained worker's close: the client reconnects
 DRAIN_RETRIES = 3  # saves redone after drains before a user gives up
 MiB = 1024 * 1024
-SMOKE: dict[str, float] = {  # --smoke: a quick check (about 30 s)
+SMOKE: dict[str, float] = {  # --smoke: a quick check (about a minute)
     "sessions": 12,
     "controls": 100,
     "idle_ttl": 2.0,
@@ -132,6 +136,8 @@ SMOKE: dict[str, float] = {  # --smoke: a quick check (about 30 s)
     "settle": 1.0,
 }
 SMOKE_MODES = ("evict", "recycle")
+IDLE_RSS_MIB = 64.0  # recycle: recycle_idle_rss unless a limit is given
+SMOKE_IDLE_RSS_MIB = 1.0  # --smoke: its sessions hold a few MiB in all
 
 
 # --- the server (child process) ---------------------------------------------------
@@ -158,6 +164,7 @@ def make_main(
     disconnected_ttl: float,
     recycle_rss: int | None = None,
     recycle_after: int | None = None,
+    recycle_idle_rss: int | None = None,
 ) -> Callable[[ft.Page], Any]:
     """The benchmark app: a state line, a name field, save, `controls` Texts."""
     import flet as ft
@@ -190,6 +197,7 @@ def make_main(
         state=BenchState,
         recycle_rss=recycle_rss,
         recycle_after=recycle_after,
+        recycle_idle_rss=recycle_idle_rss,
     )
     async def evict_main(page: ft.Page) -> None:
         await build(page, await app_state(page))
@@ -369,7 +377,9 @@ class Fleet:
         return [
             line.strip()
             for line in text.splitlines()
-            if line.startswith(("recycling this worker", "drained "))
+            if line.startswith(
+                ("recycling this worker", "recycle deferred", "drained ")
+            )
         ]
 
     async def __aenter__(self) -> Fleet:
@@ -715,6 +725,7 @@ class Phase:
     workers: int = 1  # server processes (recycle: gunicorn's workers)
     recycle_rss: int | None = None  # recycle: the limits the app ran with
     recycle_after: int | None = None
+    recycle_idle_rss: int | None = None
     worker_exits: int = 0
     worker_log: list[str] = field(default_factory=list)  # recycling, drains
     master_rss: int = 0  # recycle: gunicorn's master, not in the RSS columns
@@ -749,17 +760,22 @@ def serve_phase(
     if mode != "recycle":
         return ServerProcess(mode, args, state_dir)
     phase.workers = args.workers
-    limits = {"recycle_rss": phase.recycle_rss, "recycle_after": phase.recycle_after}
+    phase.recycle_after = args.recycle_after
+    phase.recycle_rss, phase.recycle_idle_rss = (
+        None if limit is None else int(limit * MiB)
+        for limit in (args.recycle_rss, args.recycle_idle_rss)
+    )
+    limits = {
+        "recycle_rss": phase.recycle_rss,
+        "recycle_after": phase.recycle_after,
+        "recycle_idle_rss": phase.recycle_idle_rss,
+    }
     return Fleet(args, state_dir, limits)
 
 
-async def run_phase(
-    mode: str, args: argparse.Namespace, limits: tuple[int | None, int | None]
-) -> Phase:
-    """One phase: its own server, fresh users, the five steps; `limits`: the
-    recycle phase's (recycle_rss, recycle_after)."""
+async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
+    """One phase: its own server, fresh users, the five steps."""
     phase = Phase(mode, args.active, args.sessions)
-    phase.recycle_rss, phase.recycle_after = limits
     log = Progress(mode)
     users: list[User] = []
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as state_dir:
@@ -864,8 +880,14 @@ async def reclaim(
 async def idle(
     args: argparse.Namespace, sampler: Sampler, phase: Phase, idle_from: float
 ) -> None:
-    """Wait out the TTLs (same length in both phases); note when all went."""
+    """Wait out the TTLs (same length in every phase; recycle: also the
+    workers' turns); note when all went."""
     until = idle_from + max(args.idle_ttl, args.disconnected_ttl) + args.settle
+    if phase.mode == "recycle":
+        from flet_resilient import recycle
+
+        until += recycle.EVICTIONS_QUIET_S + recycle.RSS_CHECK_S
+        until += recycle.RECYCLE_SPACING_S * phase.workers
     while sampler.now() < until:
         await asyncio.sleep(SAMPLE_S)
         sessions = sampler.last.get("sessions")
@@ -1120,6 +1142,8 @@ def limits_text(p: Phase) -> str:
         limits.append(f"recycle_rss={mib(p.recycle_rss)} MiB")
     if p.recycle_after is not None:
         limits.append(f"recycle_after={p.recycle_after}")
+    if p.recycle_idle_rss is not None:
+        limits.append(f"recycle_idle_rss={mib(p.recycle_idle_rss)} MiB")
     return ", ".join(limits) or "no limit"
 
 
@@ -1134,11 +1158,15 @@ def recycle_notes(p: Phase) -> list[str]:
             step = label
     when = ", ".join(f"{n} in {label}" for label, n in steps.items()) or "none"
     drains = [drain_figures(line) for line in p.worker_log if line.startswith("dr")]
-    reasons = sorted(
-        {line.split(": ", 1)[-1] for line in p.worker_log if "(pid" in line}
-    )
+    reasons = [
+        line.split(": ", 1)[-1]
+        for line in p.worker_log
+        if line.startswith("recycling this worker")
+    ]
+    deferred = sum(line.startswith("recycle deferred") for line in p.worker_log)
     return [
-        f"worker exits {p.worker_exits} ({when}); why: {', '.join(reasons) or '-'}",
+        f"worker exits {p.worker_exits} ({when}); why: {'; '.join(reasons) or '-'}; "
+        f"deferred for another worker's turn {deferred} times",
         f"drains {len(drains)}: {sum(d[0] for d in drains)} sessions, "
         f"{sum(d[1] for d in drains)} NOT saved, the longest "
         f"{max((d[2] for d in drains), default=0):.2f} s",
@@ -1179,6 +1207,9 @@ def goal_line(p: Phase) -> str:
         line += (
             f"; every client back after a drain found its state: "
             f"{verdict[back > 0 and p.rejoined_ok == back]} ({p.rejoined_ok}/{back})"
+            f"; fleet RSS after idle {mib(p.idle_rss)} MiB vs fresh workers + "
+            f"{p.active} active sessions {mib(p.target)} MiB ({within(p.idle_rss, p)}"
+            f"): {verdict[meets_rss(p.idle_rss, p)]}"
         )
     return line
 
@@ -1339,14 +1370,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--recycle-rss",
         type=float,
         metavar="MIB",
-        help="recycle: evict_idle(recycle_rss=...) in MiB (default: per worker, "
-        "halfway between the evict phase's target and its RSS after idle)",
+        help="recycle: evict_idle(recycle_rss=...) in MiB",
     )
     parser.add_argument(
         "--recycle-after",
         type=int,
         metavar="N",
-        help="recycle: evict_idle(recycle_after=...) (--smoke: --sessions)",
+        help="recycle: evict_idle(recycle_after=...)",
+    )
+    parser.add_argument(
+        "--recycle-idle-rss",
+        type=float,
+        metavar="MIB",
+        help=f"recycle: evict_idle(recycle_idle_rss=...) in MiB (default "
+        f"{IDLE_RSS_MIB:g}, --smoke {SMOKE_IDLE_RSS_MIB:g}, unless another limit "
+        "is given)",
     )
     parser.add_argument(
         "--smoke",
@@ -1384,11 +1422,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--modes must list some of {', '.join(MODES)}")
     args.modes = [m for m in MODES if m in modes]
     args.report = args.output or args.output_dir / "memory.md"
-    no_limit = args.recycle_rss is None and args.recycle_after is None
-    if no_limit and args.smoke:
-        args.recycle_after = args.sessions // args.workers or 1  # after the burst
-    elif no_limit and "recycle" in args.modes and "evict" not in args.modes:
-        parser.error("recycle needs --recycle-rss or --recycle-after without evict")
+    limits = (args.recycle_rss, args.recycle_after, args.recycle_idle_rss)
+    if all(limit is None for limit in limits):
+        args.recycle_idle_rss = SMOKE_IDLE_RSS_MIB if args.smoke else IDLE_RSS_MIB
+    if any(limit is not None and limit <= 0 for limit in limits):
+        parser.error("need recycle limits > 0")
     if args.workers < 1 or args.settle < 0:
         parser.error("need --workers >= 1 and --settle >= 0")
     if not 1 <= args.sessions <= 5000 or args.controls < 0 or args.batch < 1:
@@ -1403,12 +1441,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> list[Phase]:
-    """Every requested phase, one after the other (recycle last: its default
-    limit comes from the evict phase)."""
+    """Every requested phase, one after the other."""
     phases: list[Phase] = []
     for mode in args.modes:
-        limits = recycle_limits(args, phases) if mode == "recycle" else (None, None)
-        phases.append(await run_phase(mode, args, limits))
+        phases.append(await run_phase(mode, args))
         share_per_session(phases, args)
     return phases
 
@@ -1421,21 +1457,6 @@ def share_per_session(phases: list[Phase], args: argparse.Namespace) -> None:
     per_session = (reference.connected_rss - reference.baseline) / args.sessions
     for phase in phases:
         phase.per_session = per_session
-
-
-def recycle_limits(
-    args: argparse.Namespace, done: list[Phase]
-) -> tuple[int | None, int | None]:
-    """(recycle_rss bytes, recycle_after) for the recycle phase: as given, else
-    an RSS halfway between the evict phase's target and its RSS after idle
-    (per worker: the burst is shared among `--workers`)."""
-    if args.recycle_rss is not None or args.recycle_after is not None:
-        rss = None if args.recycle_rss is None else int(args.recycle_rss * MiB)
-        return rss, args.recycle_after
-    evict = next(p for p in done if p.mode == "evict")
-    active = evict.target - evict.baseline
-    left = evict.idle_rss - evict.baseline
-    return int(evict.baseline + (active + left) / 2 / args.workers), None
 
 
 def main(argv: list[str] | None = None) -> None:

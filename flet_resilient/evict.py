@@ -162,6 +162,7 @@ class _Tracker:
             except Exception:
                 logger.exception("on_evict hook failed for session %s", tag)
         page = session.page
+        recycle.session_evicted(estimated_bytes(session))
         await adapter.end_session(session)
         adapter.dismantle(page)  # freed now by refcounting, not at the next gc
         if self.release_memory:
@@ -275,6 +276,7 @@ def evict_idle(
     store_timeout: float = 0.5,
     recycle_after: int | None = None,
     recycle_rss: int | None = None,
+    recycle_idle_rss: int | None = None,
     name: str | None = None,
 ) -> Callable[[Main], Main]:
     """Decorate `main(page)` so idle and disconnected sessions free their memory
@@ -307,6 +309,12 @@ def evict_idle(
             sessions (its process manager starts a fresh one).
         recycle_rss: likewise once the process's resident memory exceeds this
             many bytes.
+        recycle_idle_rss: likewise once evictions have paused and the
+            resident memory exceeds the worker's RSS at its first session +
+            its live sessions' estimate by more than this many bytes and more
+            than that estimate (counting at most what its evicted sessions
+            held), one worker per machine at a time: the burst's freed memory
+            goes back, only the live sessions move (see `flet_resilient.recycle`).
         name: this app's identity: its own browser key and store namespace,
             so apps on one origin never read each other's state (default: the
             module and name of `main`; set it to keep keys across a rename).
@@ -324,13 +332,15 @@ def evict_idle(
         memory_budget=memory_budget,
         recycle_after=recycle_after,
         recycle_rss=recycle_rss,
+        recycle_idle_rss=recycle_idle_rss,
     )
     _validate_callables(state, on_evict, release_memory)
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"name must be a non-empty string or None, got {name!r}")
     durable = DurableStore(store or default_store(), store_timeout)
     secret = app_secret(secret_key, durable.shared)
-    recycler = recycle.Recycler.configure(recycle_after, recycle_rss)
+    recycler = recycle.Recycler.configure(recycle_after, recycle_rss, recycle_idle_rss)
+    recycler.live_bytes = _live_bytes
 
     def decorate(main: Main) -> Main:
         identity = Identity(secret, app=name or _app_name(main))
@@ -381,7 +391,13 @@ def _validate(**options: Any) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
-    for name in ("max_sessions", "memory_budget", "recycle_after", "recycle_rss"):
+    for name in (
+        "max_sessions",
+        "memory_budget",
+        "recycle_after",
+        "recycle_rss",
+        "recycle_idle_rss",
+    ):
         limit = options[name]
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
@@ -398,9 +414,19 @@ def _validate_callables(state: Any, on_evict: Any, release_memory: Any) -> None:
         raise TypeError(f"on_evict must be callable, got {on_evict!r}")
 
 
-def _section() -> dict[str, Any]:
+def _live_sessions() -> list[Session]:
+    """The sessions every `@evict_idle` app of this process keeps."""
     trackers = {id(t): t for t in list(_trackers.values())}.values()
-    sessions = [s for t in trackers for s in list(t.cache)]
+    return [s for t in trackers for s in list(t.cache)]
+
+
+def _live_bytes() -> int:
+    """Their estimated memory, for `recycle_idle_rss`."""
+    return sum(estimated_bytes(s) for s in _live_sessions())
+
+
+def _section() -> dict[str, Any]:
+    sessions = _live_sessions()
     total = sum(estimated_bytes(s) for s in sessions)
     return {
         "sessions": len(sessions),
