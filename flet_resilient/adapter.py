@@ -1121,6 +1121,7 @@ def installed() -> bool:
     """Whether the seam wraps Flet's methods in this process."""
     return bool(getattr(FletApp, "_flet_resilient_installed", False))
 
+
 # --- small accessors used by the mitigations ----------------------------------
 
 
@@ -1174,6 +1175,16 @@ def _transport_section() -> dict[str, int]:
 
 
 register_section("transport", _transport_section)
+
+
+def _sessions_section() -> dict[str, int]:
+    """`stats()['sessions']`: the sessions Flet keeps, with and without a socket."""
+    kept = list(sessions().values())
+    live = sum(is_connected(s) for s in kept)
+    return {"live": live, "disconnected": len(kept) - live}
+
+
+register_section("sessions", _sessions_section)
 
 
 def send_queue(session: Session) -> SendQueue | None:
