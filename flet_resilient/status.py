@@ -126,7 +126,6 @@ def _loop(
     """Loop lag since `base` (all of it on the first read) and the stalls."""
     recent = Histogram.between(base.lag if base else None, now.lag)
     return {
-        "watched": now.lag["count"] > 0,
         "samples": recent.count,
         "p50_ms": recent.percentile(50),
         "p99_ms": recent.percentile(99),
@@ -184,7 +183,7 @@ def _page() -> tuple[bytes, str]:
 
     policy = (
         f"default-src 'none'; script-src {digest('script')}; style-src "
-        f"{digest('style')}; connect-src 'self'; img-src 'self'; "
+        f"{digest('style')}; connect-src 'self'; img-src data:; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     )
     return html.encode(), policy

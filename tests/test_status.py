@@ -79,8 +79,7 @@ async def test_data_has_every_signal_and_no_session_id():
         *("evictions", "store", "offload", "levels"),
     }
     assert after["sessions"]["live"] == 1
-    assert after["loop"]["watched"] is True and after["loop"]["p99_ms"] >= 0
-    assert {"p50_ms", "p99_ms", "stalls"} <= set(after["loop"])
+    assert set(after["loop"]) == {"samples", "p50_ms", "p99_ms", "stalls"}
     assert before["traffic"]["patches_per_s"] is None  # one sample: no rate yet
     sent = after["traffic"]["patches"] - before["traffic"]["patches"]
     assert sent >= 5  # one patch per click at least
@@ -88,7 +87,10 @@ async def test_data_has_every_signal_and_no_session_id():
     assert after["backlog"]["sockets"] == 1
     reasons = {"idle", "disconnected", "lru", "budget"}
     assert set(after["evictions"]["by_reason"]) == reasons
-    assert after["store"]["present"] is False and after["store"]["healthy"] is True
+    assert set(after["store"]) == {
+        *("present", "healthy", "kept_writes", "latency_p99_ms"),
+        *("outages", "errors", "stores"),
+    }
     assert set(after["levels"]) == {"loop", "backlog", "evictions", "store", "offload"}
     # The session id is a bearer secret; not even the opaque per-session tag shows.
     for body in (first[2], second[2]):
