@@ -14,7 +14,7 @@ from pathlib import Path
 
 import flet as ft
 import pytest
-from operator_http import get
+from operator_endpoints import get
 
 from flet_resilient import (
     MemoryStore,

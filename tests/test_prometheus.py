@@ -2,25 +2,13 @@
 
 import asyncio
 
-import flet as ft
 import pytest
-from operator_http import get
+from operator_endpoints import counter_app, get
 
-from flet_resilient import coalesce_updates
 from flet_resilient.prometheus import mount_metrics
 from flet_resilient.testing import FletClient, FletServer
 
 pytest.importorskip("prometheus_client")
-
-
-@coalesce_updates(max_hz=20)
-def counter_app(page: ft.Page) -> None:
-    shown = ft.Text("0", key="count")
-
-    def increment(e: ft.Event) -> None:
-        shown.value = str(int(shown.value) + 1)
-
-    page.add(shown, ft.Button("+1", key="inc", on_click=increment))
 
 
 async def scrape(url: str, token: str | None) -> tuple[int, str]:

@@ -6,26 +6,15 @@ import asyncio
 import json
 
 import anyio
-import flet as ft
 import pytest
-from operator_http import basic, get
+from operator_endpoints import basic, counter_app, get
 
-from flet_resilient import coalesce_updates, stats
+from flet_resilient import stats
 from flet_resilient.metrics import Histogram
 from flet_resilient.status import StatusSampler, mount_status
 from flet_resilient.testing import FletClient, FletServer
 
 TOKEN = "status-token-for-tests"
-
-
-@coalesce_updates(max_hz=20)
-def counter_app(page: ft.Page) -> None:
-    shown = ft.Text("0", key="count")
-
-    def increment(e: ft.Event) -> None:
-        shown.value = str(int(shown.value) + 1)
-
-    page.add(shown, ft.Button("+1", key="inc", on_click=increment))
 
 
 def test_no_token_no_page(monkeypatch):

@@ -7,30 +7,19 @@ import asyncio
 import contextlib
 import re
 
-import flet as ft
 import pytest
 
 pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 
+from operator_endpoints import counter_app
 from playwright.async_api import expect
 
-from flet_resilient import coalesce_updates
 from flet_resilient.status import mount_status
 from flet_resilient.testing import FletClient, FletServer
 
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "browser-status-token"
-
-
-@coalesce_updates(max_hz=20)
-def counter_app(page: ft.Page) -> None:
-    shown = ft.Text("0", key="count")
-
-    def increment(e: ft.Event) -> None:
-        shown.value = str(int(shown.value) + 1)
-
-    page.add(shown, ft.Button("+1", key="inc", on_click=increment))
 
 
 async def keep_clicking(user: FletClient) -> None:

@@ -1,4 +1,5 @@
-"""GET an operator endpoint (metrics, status page) as a scraper or browser would."""
+"""What the operator-endpoint tests (metrics, status page) share: a small app to
+watch, and a GET as a scraper or a browser sends it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,21 @@ import base64
 import urllib.error
 import urllib.request
 from email.message import Message
+
+import flet as ft
+
+from flet_resilient import coalesce_updates
+
+
+@coalesce_updates(max_hz=20)
+def counter_app(page: ft.Page) -> None:
+    """A count and a "+1" button (keys `count`, `inc`)."""
+    shown = ft.Text("0", key="count")
+
+    def increment(e: ft.Event) -> None:
+        shown.value = str(int(shown.value) + 1)
+
+    page.add(shown, ft.Button("+1", key="inc", on_click=increment))
 
 
 def basic(token: str, user: str = "ops") -> str:
