@@ -47,6 +47,8 @@ PRESSURE = ("lru", "budget")
 
 @dataclass(frozen=True)
 class _Sample:
+    """What a read keeps of one snapshot to compute the next reads' rates."""
+
     at: float
     counters: dict[str, int]
     lag: dict[str, Any]
@@ -79,6 +81,7 @@ class StatusSampler:
 def _payload(
     snapshot: dict[str, Any], now: _Sample, base: _Sample | None
 ) -> dict[str, Any]:
+    """The page's numbers, picked from `stats()` by name: nothing else gets out."""
     span = now.at - base.at if base is not None and now.at > base.at else None
     counters = now.counters
 
@@ -134,6 +137,7 @@ def _loop(
 
 
 def _store(section: dict[str, Any], counters: dict[str, int]) -> dict[str, Any]:
+    """Every store's health (its class name, not its address) and the totals."""
     stores = [
         {k: s[k] for k in ("store", "healthy", "down_for_s", "kept_writes")}
         for s in section["stores"]
