@@ -30,6 +30,9 @@ __all__ = ["TOKEN_ENV", "StatusSampler", "mount_status"]
 TOKEN_ENV = "FLET_RESILIENT_STATUS_TOKEN"
 WINDOW_S = 10.0
 """Seconds the rates and the recent loop lag are computed over."""
+SHARED_S = 1.0
+"""Reads this close to the last one get its numbers: however many pages poll,
+`stats()` (which costs the loop ~50 us per session) runs at most once a second."""
 
 Level = Literal["ok", "warn", "bad"]
 
@@ -63,18 +66,24 @@ class StatusSampler:
     ) -> None:
         self.window = window
         self.clock = clock
-        self._samples: deque[_Sample] = deque(maxlen=1024)  # many viewers: bounded
+        self._samples: deque[_Sample] = deque(maxlen=1024)
+        self._last: tuple[float, dict[str, Any]] | None = None
 
     def read(self, snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The status payload for `snapshot` (default: `stats()` now)."""
+        """The status payload for `snapshot` (default: `stats()` now, or the
+        last payload if it is under `SHARED_S` old)."""
+        at = self.clock()
+        if snapshot is None and self._last and at - self._last[0] < SHARED_S:
+            return self._last[1]
         snapshot = snapshot if snapshot is not None else stats()
-        now = _Sample(self.clock(), snapshot["counters"], snapshot["loop"]["lag"])
+        now = _Sample(at, snapshot["counters"], snapshot["loop"]["lag"])
         while len(self._samples) > 1 and self._samples[1].at <= now.at - self.window:
             self._samples.popleft()
         base = self._samples[0] if self._samples else None
         self._samples.append(now)
         payload = _payload(snapshot, now, base)
         payload["levels"] = _levels(payload)
+        self._last = (at, payload)
         return payload
 
 

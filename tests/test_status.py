@@ -57,12 +57,18 @@ async def test_data_has_every_signal_and_no_session_id():
         url = f"{server.url}/status/data"
         async with FletClient(server.ws_url) as user:
             first = await asyncio.to_thread(get, url, f"Bearer {TOKEN}")
+            before = json.loads(first[2])
             for n in range(1, 6):
                 await user.click("inc")
                 await user.wait_for(lambda n=n: user.value("count") == str(n))
-            second = await asyncio.to_thread(get, url, f"Bearer {TOKEN}")
+            # Polls within a second share one snapshot: poll until the clicks show.
+            while True:
+                second = await asyncio.to_thread(get, url, f"Bearer {TOKEN}")
+                after = json.loads(second[2])
+                if after["traffic"]["patches"] >= before["traffic"]["patches"] + 5:
+                    break
+                await asyncio.sleep(0.05)
             tags = list(stats()["coalesce"]["per_session"])
-    before, after = json.loads(first[2]), json.loads(second[2])
     assert set(after) == {
         *("worker", "window_s", "loop", "sessions", "traffic", "backlog"),
         *("evictions", "store", "offload", "levels"),
@@ -71,7 +77,7 @@ async def test_data_has_every_signal_and_no_session_id():
     assert set(after["loop"]) == {"samples", "p50_ms", "p99_ms", "stalls"}
     assert before["traffic"]["patches_per_s"] is None  # one sample: no rate yet
     sent = after["traffic"]["patches"] - before["traffic"]["patches"]
-    assert sent >= 5  # one patch per click at least
+    assert after["window_s"] >= 1  # the second snapshot is a second newer at least
     assert after["traffic"]["patches_per_s"] == pytest.approx(sent / after["window_s"])
     assert after["backlog"]["sockets"] == 1
     reasons = {"idle", "disconnected", "lru", "budget"}
@@ -144,6 +150,23 @@ def test_rates_and_recent_lag_come_from_the_window():
     now[0] = 131.0
     fourth = sampler.read(snapshot(350, 50_000, [300] * 50 + [1] * 100, evict_lru=3))
     assert fourth["window_s"] == 11 and fourth["traffic"]["patches_per_s"] == 50 / 11
+
+
+def test_readers_within_a_second_share_one_snapshot(monkeypatch):
+    """However many pages poll, stats() (O(sessions)) runs once a second."""
+    taken = []
+    monkeypatch.setattr(
+        "flet_resilient.status.stats", lambda: taken.append(1) or snapshot(0, 0, [1])
+    )
+    now = [0.0]
+    sampler = StatusSampler(clock=lambda: now[0])
+    first = sampler.read()
+    for at in (0.1, 0.5, 0.99):
+        now[0] = at
+        assert sampler.read() is first
+    now[0] = 1.0
+    assert sampler.read() is not first
+    assert len(taken) == 2
 
 
 def test_a_counter_reset_gives_no_negative_rate():
