@@ -1,4 +1,4 @@
-"""`stats()` for Prometheus: a scrape endpoint on the app, behind a bearer token.
+"""`stats()` for Prometheus: a scrape endpoint on the app, behind a token.
 
 Counters become `flet_resilient_<name>_total`, the millisecond histograms
 Prometheus histograms in seconds, and every other number in `stats()` a gauge
@@ -113,8 +113,9 @@ def mount_metrics(
     app: Any, path: str = "/metrics", *, token: str | None = None
 ) -> None:
     """Serve `metrics_text()` at `path` of a Flet FastAPI app, to requests
-    carrying `Authorization: Bearer <token>` (default: $FLET_RESILIENT_METRICS_TOKEN;
-    without one this refuses, so the numbers are never public by accident)."""
+    carrying `Authorization: Bearer <token>` or Basic auth with the token as
+    password (default: $FLET_RESILIENT_METRICS_TOKEN; without one this refuses,
+    so the numbers are never public by accident)."""
     from starlette.requests import Request
     from starlette.responses import Response
 
