@@ -1121,7 +1121,6 @@ def installed() -> bool:
     """Whether the seam wraps Flet's methods in this process."""
     return bool(getattr(FletApp, "_flet_resilient_installed", False))
 
-
 # --- small accessors used by the mitigations ----------------------------------
 
 
