@@ -24,6 +24,7 @@ from typing import Any, Literal
 from flet_resilient.evict import EVICTION_REASONS
 from flet_resilient.metrics import Histogram, stats
 from flet_resilient.protect import endpoint_secret, guarded_route, mount_routes
+from flet_resilient.watchdog import watch_loop
 
 __all__ = ["TOKEN_ENV", "StatusSampler", "mount_status"]
 
@@ -231,6 +232,7 @@ def mount_status(
         return Response(html, media_type="text/html; charset=utf-8", headers=headers)
 
     async def data(request: Request) -> Response:
+        watch_loop()  # lag is measured from the first poll, before any user comes
         return JSONResponse(
             sampler.read(), headers={"X-Content-Type-Options": "nosniff"}
         )

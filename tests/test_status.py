@@ -93,6 +93,18 @@ async def test_data_has_every_signal_and_no_session_id():
         assert tags and not any(tag in body for tag in tags)
 
 
+async def test_loop_lag_is_measured_before_any_user_comes():
+    async with FletServer(counter_app) as server:
+        mount_status(server.app, "/status", token=TOKEN)
+        url = f"{server.url}/status/data"
+        with anyio.fail_after(10):
+            while True:  # no socket yet: the page's own polls start the watchdog
+                _, _, body = await asyncio.to_thread(get, url, f"Bearer {TOKEN}")
+                if json.loads(body)["loop"]["samples"] > 0:
+                    break
+                await asyncio.sleep(0.1)
+
+
 async def test_disconnected_sessions_are_counted_apart():
     # Flet keeps sessions process-wide: earlier tests' disconnected ones count too.
     kept = stats()["sessions"]["disconnected"]
