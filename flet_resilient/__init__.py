@@ -21,8 +21,10 @@ from flet_resilient.handlers import debounce, throttle
 from flet_resilient.limits import configure_limits
 from flet_resilient.metrics import stats
 from flet_resilient.offload import Offloaded, configure_offload, offload
+from flet_resilient.prometheus import mount_metrics
 from flet_resilient.reconnect import buffer_reconnects, connected, is_connected
 from flet_resilient.serving import serve
+from flet_resilient.status import mount_status
 from flet_resilient.stores import DiskStore, MemoryStore, RedisStore, StateStore
 from flet_resilient.watchdog import watch_loop
 
@@ -52,6 +54,8 @@ __all__ = [
     "evict_idle",
     "install",
     "is_connected",
+    "mount_metrics",
+    "mount_status",
     "offload",
     "save_state",
     "serve",

@@ -1176,6 +1176,16 @@ def _transport_section() -> dict[str, int]:
 register_section("transport", _transport_section)
 
 
+def _sessions_section() -> dict[str, int]:
+    """`stats()['sessions']`: the sessions Flet keeps, with and without a socket."""
+    kept = list(sessions().values())
+    live = sum(is_connected(s) for s in kept)
+    return {"live": live, "disconnected": len(kept) - live}
+
+
+register_section("sessions", _sessions_section)
+
+
 def send_queue(session: Session) -> SendQueue | None:
     """The outbound queue of the session's live socket, if connected."""
     connection = session.connection

@@ -18,7 +18,7 @@ import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 from cachetools import TLRUCache
 from flet.controls.page import Page
@@ -35,7 +35,11 @@ from flet_resilient.secret import app_secret
 from flet_resilient.stores import StateStore, default_store
 from flet_resilient.switch import disabled
 
-__all__ = ["app_state", "evict_idle", "save_state"]
+__all__ = ["EVICTION_REASONS", "app_state", "evict_idle", "save_state"]
+
+Reason = Literal["idle", "disconnected", "lru", "budget"]
+EVICTION_REASONS: tuple[Reason, ...] = get_args(Reason)
+"""Why a session is evicted; each is counted as `evict.<reason>`."""
 
 logger = logging.getLogger("flet_resilient.evict")
 
@@ -74,7 +78,7 @@ class _SessionCache(TLRUCache):
         """Called by cachetools when `max_sessions` is exceeded."""
         return self.evict_least_recent("lru")
 
-    def evict_least_recent(self, reason: str) -> tuple[Session, bool]:
+    def evict_least_recent(self, reason: Reason) -> tuple[Session, bool]:
         session, connected = super().popitem()
         self.tracker.evict_soon(session, reason)
         return session, connected
@@ -132,7 +136,7 @@ class _Tracker:
     def estimated_total(self) -> int:
         return sum(estimated_bytes(s) for s in list(self.cache))
 
-    def evict_soon(self, session: Session, reason: str) -> None:
+    def evict_soon(self, session: Session, reason: Reason) -> None:
         """Evict on the loop; from a thread too (e.g. `stats()` from a metrics
         endpoint, whose look at the cache expires what is due)."""
         try:
@@ -143,7 +147,7 @@ class _Tracker:
             return  # (a closed loop: its server, and so the session, is gone)
         spawn(self._evict(session, reason))
 
-    async def _evict(self, session: Session, reason: str) -> None:
+    async def _evict(self, session: Session, reason: Reason) -> None:
         if session in self.cache or session in self._evicting:
             return  # active again since it was picked, or already going
         self._evicting.add(session)

@@ -74,6 +74,23 @@ class Histogram:
                 return min(bound, self.max_ms)
         return self.max_ms
 
+    @classmethod
+    def between(
+        cls, earlier: dict[str, Any] | None, later: dict[str, Any]
+    ) -> Histogram:
+        """The samples recorded between two `snapshot()`s of one histogram (all
+        of `later`'s without `earlier` or if it was cleared in between); its max
+        is `later`'s, an upper bound."""
+        new = list(later["buckets_ms"].values())
+        old = list(earlier["buckets_ms"].values()) if earlier else [0] * len(new)
+        if any(b < a for a, b in zip(old, new, strict=True)):
+            old = [0] * len(new)
+        recent = cls()
+        recent.buckets = [b - a for a, b in zip(old, new, strict=True)]
+        recent.count = sum(recent.buckets)
+        recent.max_ms = later["max_ms"]
+        return recent
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "count": self.count,

@@ -1,26 +1,44 @@
-"""`stats()` for Prometheus: a scrape endpoint on the app, behind a bearer token.
+"""`stats()` for Prometheus: a scrape endpoint on the app, behind a token.
 
 Counters become `flet_resilient_<name>_total`, the millisecond histograms
 Prometheus histograms in seconds, and every other number in `stats()` a gauge
 named by its path (`flet_resilient_transport_backlog_bytes`). Per-session
-details are left out: one label per user would grow without bound. Each worker
+details are left out: one label per user would grow without bound. The
+process's RSS and CPU come along (`process_resident_memory_bytes`). Each worker
 serves its own numbers (scrape every worker). Needs the `prometheus` extra.
 """
 
 from __future__ import annotations
 
-import hmac
-import os
 import re
 from collections.abc import Iterator
 from typing import Any
 
+from flet_resilient.evict import EVICTION_REASONS
 from flet_resilient.metrics import Histogram, stats
+from flet_resilient.protect import endpoint_secret, guarded_route, mount_routes
 
-__all__ = ["TOKEN_ENV", "metrics_text", "mount_metrics"]
+__all__ = ["FROM_ZERO", "TOKEN_ENV", "metrics_text", "mount_metrics"]
 
 TOKEN_ENV = "FLET_RESILIENT_METRICS_TOKEN"
 _SKIPPED = {"per_session", "stores"}
+
+FROM_ZERO = (
+    "transport.frames_sent",
+    "transport.bytes_sent",
+    "loop.stalls",
+    *(f"evict.{reason}" for reason in EVICTION_REASONS),
+    "evict.rehydrated",
+    "store.outages",
+    "store.errors",
+    "offload.completed",
+    "offload.failed",
+    "offload.timeouts",
+    "reconnect.reconnects",
+)
+"""Counters exported from 0 before their first event (the Grafana dashboard's):
+a series that first appears at 1 shows no increase, so `rate()`/`increase()`
+and alerts on them would miss the first outage or eviction."""
 
 
 def _client() -> Any:
@@ -46,7 +64,8 @@ class _StatsCollector:
         from prometheus_client import core
 
         snapshot = stats()
-        for name, value in sorted(snapshot.pop("counters").items()):
+        counted = {**dict.fromkeys(FROM_ZERO, 0), **snapshot.pop("counters")}
+        for name, value in sorted(counted.items()):
             yield core.CounterMetricFamily(_name(name), f"{name} events", value=value)
         yield from self._walk(core, snapshot, ())
 
@@ -86,6 +105,7 @@ def metrics_text() -> bytes:
     if _registry is None:
         _registry = client.CollectorRegistry(auto_describe=False)
         _registry.register(_StatsCollector())
+        client.ProcessCollector(registry=_registry)  # RSS, CPU, fds (Linux)
     return bytes(client.generate_latest(_registry))
 
 
@@ -93,23 +113,16 @@ def mount_metrics(
     app: Any, path: str = "/metrics", *, token: str | None = None
 ) -> None:
     """Serve `metrics_text()` at `path` of a Flet FastAPI app, to requests
-    carrying `Authorization: Bearer <token>` (default: $FLET_RESILIENT_METRICS_TOKEN;
-    without one this refuses, so the numbers are never public by accident)."""
+    carrying `Authorization: Bearer <token>` or Basic auth with the token as
+    password (default: $FLET_RESILIENT_METRICS_TOKEN; without one this refuses,
+    so the numbers are never public by accident)."""
     from starlette.requests import Request
     from starlette.responses import Response
-    from starlette.routing import Route
 
-    secret = token or os.environ.get(TOKEN_ENV)
-    if not secret:
-        raise ValueError(f"mount_metrics needs token= or ${TOKEN_ENV}")
-    expected = f"Bearer {secret}".encode()
+    secret = endpoint_secret(token, TOKEN_ENV, "mount_metrics")
     content_type = _client().CONTENT_TYPE_LATEST
 
     async def endpoint(request: Request) -> Response:
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            return Response("unauthorized", status_code=401)
         return Response(metrics_text(), media_type=content_type)
 
-    # Before Flet's static files, which are mounted at "/" and match anything.
-    app.router.routes.insert(0, Route(path, endpoint, methods=["GET"]))
+    mount_routes(app, guarded_route(path, endpoint, secret, "flet-resilient metrics"))

@@ -144,3 +144,16 @@ def test_bench_deploy_smoke_keeps_every_user_only_with_flet_resilient(tmp_path):
         plain, resilient = rows[f"users kept: {step}"]
         assert resilient.endswith("(100 %)"), f"{step}: {resilient}\n{report}"
         assert not plain.endswith("(100 %)"), f"{step}: {plain}\n{report}"
+
+
+# --- bench_observe -----------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_bench_observe_smoke_times_every_read_at_each_step(tmp_path):
+    report = run_benchmark("bench_observe.py", tmp_path / "observe.md", "--smoke")
+    rows = table_rows(report)
+    assert rows["sessions"] == ["stats() ms", "status read ms", "scrape ms"], report
+    for step in ("1", "20"):
+        assert all(float(ms) > 0 for ms in rows[step]), report
+    assert "- per session" in report, report

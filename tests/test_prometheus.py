@@ -1,38 +1,19 @@
 """The Prometheus endpoint: stats() in the exposition format, behind a token."""
 
 import asyncio
-import urllib.error
-import urllib.request
 
-import flet as ft
 import pytest
+from operator_endpoints import counter_app, get
 
-from flet_resilient import coalesce_updates
 from flet_resilient.prometheus import mount_metrics
 from flet_resilient.testing import FletClient, FletServer
 
 pytest.importorskip("prometheus_client")
 
 
-@coalesce_updates(max_hz=20)
-def counter_app(page: ft.Page) -> None:
-    shown = ft.Text("0", key="count")
-
-    def increment(e: ft.Event) -> None:
-        shown.value = str(int(shown.value) + 1)
-
-    page.add(shown, ft.Button("+1", key="inc", on_click=increment))
-
-
-def scrape(url: str, token: str | None) -> tuple[int, str]:
-    request = urllib.request.Request(url)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, ""
+async def scrape(url: str, token: str | None) -> tuple[int, str]:
+    status, _, text = await asyncio.to_thread(get, url, token and f"Bearer {token}")
+    return status, text
 
 
 async def test_metrics_are_served_to_the_token_holder_only():
@@ -42,8 +23,8 @@ async def test_metrics_are_served_to_the_token_holder_only():
             await user.click("inc")
             await user.wait_for(lambda: user.value("count") == "1")
             url = f"{server.url}/metrics"
-            status, text = await asyncio.to_thread(scrape, url, "s3cret")
-            refused = [await asyncio.to_thread(scrape, url, t) for t in (None, "x")]
+            status, text = await scrape(url, "s3cret")
+            refused = [await scrape(url, t) for t in (None, "x")]
     assert status == 200
     assert "flet_resilient_coalesce_batches_total" in text
     assert 'flet_resilient_loop_lag_seconds_bucket{le="+Inf"}' in text

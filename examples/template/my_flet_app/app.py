@@ -15,6 +15,7 @@ from flet_resilient import (
     coalesce_updates,
     connected,
     evict_idle,
+    mount_status,
 )
 
 from my_flet_app.reports import build_report
@@ -94,13 +95,18 @@ async def main(page: ft.Page) -> None:
 
 
 def run() -> None:
-    """Serve on 127.0.0.1 (PORT, default 8560) with the local Flutter client."""
+    """Serve on 127.0.0.1 (PORT, default 8560) with the local Flutter client,
+    and the live status page at /status if $FLET_RESILIENT_STATUS_TOKEN is set."""
     import flet_web.fastapi as flet_fastapi
     import uvicorn
 
     port = int(os.environ.get("PORT", "8560"))
+    app = flet_fastapi.app(main, no_cdn=True)
+    if os.environ.get("FLET_RESILIENT_STATUS_TOKEN"):
+        mount_status(app, "/status")  # log in with any user name and the token
+        print(f"status page: http://127.0.0.1:{port}/status", flush=True)
     print(f"my-flet-app: http://127.0.0.1:{port}", flush=True)
-    uvicorn.run(flet_fastapi.app(main, no_cdn=True), host="127.0.0.1", port=port)
+    uvicorn.run(app, host="127.0.0.1", port=port)
 
 
 if __name__ == "__main__":
