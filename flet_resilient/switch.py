@@ -4,14 +4,15 @@ With it set when flet_resilient is imported, the adapter leaves Flet exactly
 as shipped, the decorators leave `main` as plain Flet would run it and
 `@offload` calls its function inline on the event loop, so the same app can be
 measured with and without flet-resilient (the loop-lag watchdog still measures
-if started with `watch_loop()`).
+if started with `watch_loop()`). `FLET_RESILIENT_SPEEDUPS=0` keeps only Flet's
+own page build and diff as shipped (see `adapter.speedups`).
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["disabled"]
+__all__ = ["disabled", "speedups_off"]
 
 
 def disabled() -> bool:
@@ -21,3 +22,8 @@ def disabled() -> bool:
         "0",
         "false",
     )
+
+
+def speedups_off() -> bool:
+    """Whether the page build speed-ups are off (FLET_RESILIENT_SPEEDUPS=0)."""
+    return os.environ.get("FLET_RESILIENT_SPEEDUPS", "1").lower() in ("0", "false")
