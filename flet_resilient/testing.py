@@ -202,6 +202,8 @@ class FletClient:
         self.page: dict[str, Any] = {}
         self.controls: dict[int, dict[str, Any]] = {}
         self.frames: list[Frame] = []
+        self.raw_frames: list[bytes] | None = None
+        """Set it to a list to also keep each received frame's bytes."""
         self.errors: list[str] = []
         self.invocations: list[tuple[str, Any]] = []
         self.stale_patches = 0
@@ -275,6 +277,8 @@ class FletClient:
                 await self._reading.wait()
                 if isinstance(raw, str) or not raw or raw[0] != 0:
                     continue
+                if self.raw_frames is not None:
+                    self.raw_frames.append(raw)
                 action, body = decode(raw)
                 self.frames.append(Frame(action, body, len(raw)))
                 await self._apply(action, body)

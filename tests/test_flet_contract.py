@@ -47,3 +47,30 @@ def test_a_missing_flet_method_is_a_clear_error_naming_it(monkeypatch):
 def test_a_missing_private_attribute_is_a_clear_error_naming_it():
     with pytest.raises(adapter.UnsupportedFletVersion, match=r"object\._FletApp__gone"):
         adapter._private(object(), "_FletApp__gone")
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    adapter.SPED_UP + adapter.SPEEDUP_READS,
+    ids=[
+        f"{getattr(o, '__qualname__', o.__name__)}.{n}"
+        for o, n in adapter.SPED_UP + adapter.SPEEDUP_READS
+    ],
+)
+def test_each_flet_name_the_speedups_replace_or_read_exists(owner, name):
+    assert name in vars(owner)
+
+
+def test_the_fast_configure_step_keeps_flets_calls():
+    adapter.install()
+    test_each_wrapped_flet_method_exists_and_keeps_its_calls(
+        adapter.DiffBuilder, "_configure_dataclass"
+    )
+
+
+def test_a_missing_flet_name_the_speedups_need_is_a_clear_error(monkeypatch):
+    gone = (adapter.object_patch, "_gone_in_flet_9")
+    monkeypatch.setattr(adapter, "SPEEDUP_READS", (*adapter.SPEEDUP_READS, gone))
+    missing = r"flet\.controls\.object_patch\._gone_in_flet_9"
+    with pytest.raises(adapter.UnsupportedFletVersion, match=missing):
+        adapter._check_flet()

@@ -1,0 +1,73 @@
+"""The page build and diff speed-ups send the very same frames as stock Flet:
+a varied page and a components app, driven over the real protocol once with
+them (FLET_RESILIENT_SPEEDUPS=1) and once without (=0), byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flet.controls.object_patch import DiffBuilder
+
+from flet_resilient import adapter
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "tests" / "apps" / "varied_page.py"
+
+
+def record_both(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the recording app without and with the speed-ups, side by side."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    runs = []
+    for on in ("0", "1"):
+        out = tmp_path / f"frames{on}.json"
+        env = {
+            **os.environ,
+            "PYTHONPATH": path,
+            "FLET_RESILIENT_SPEEDUPS": on,
+            "PYTHONHASHSEED": "0",  # Flet encodes frozenset fields: same order
+        }
+        child = subprocess.Popen(
+            [sys.executable, str(APP), str(out)], env=env, stderr=subprocess.PIPE
+        )
+        runs.append((child, out))
+    reports = []
+    for child, out in runs:
+        _, stderr = child.communicate(timeout=120)
+        assert child.returncode == 0, stderr.decode()[-3000:]
+        reports.append(json.loads(out.read_text()))
+    return reports[0], reports[1]
+
+
+@pytest.mark.timeout(180)
+def test_frames_are_byte_identical_with_and_without_the_speedups(tmp_path):
+    stock, fast = record_both(tmp_path)
+    assert stock["speedups"] is False and stock["plans"] == 0
+    assert fast["speedups"] is True and fast["plans"] > 20  # the fast walk ran
+    # The page: register, page build, then change/add/remove/reorder/add/type.
+    # The components app: register, first render, four re-renders.
+    assert (len(stock["page"]), len(stock["components"])) == (8, 6)
+    for app in ("page", "components"):
+        assert len(fast[app]) == len(stock[app]), app
+        for n, (ours, flets) in enumerate(zip(fast[app], stock[app], strict=True)):
+            assert ours == flets, f"{app}: frame {n} differs"
+
+
+def test_speedups_switch_between_flets_own_steps_and_the_fast_ones():
+    adapter.install()
+    assert adapter.speedups_on()  # install() turns them on
+    fast = DiffBuilder._configure_dataclass
+    try:
+        adapter.speedups(False)
+        assert not adapter.speedups_on()
+        assert not hasattr(DiffBuilder._configure_dataclass, "__wrapped__")
+        assert type(adapter.object_patch.dataclasses).__name__ == "module"
+    finally:
+        adapter.speedups(True)
+    assert adapter.speedups_on()
+    assert DiffBuilder._configure_dataclass.__wrapped__ is fast.__wrapped__
