@@ -23,6 +23,20 @@ from flet_resilient import adapter
 from flet_resilient.testing import Action, FletClient, FletServer
 
 ROWS = 40
+MOUNTS: list[str] = []
+"""Tags in the order Flet mounted them (shown on the page by "change")."""
+
+
+@ft.control
+class Tag(ft.Text):
+    """A custom control: its build() sets its text, did_mount() logs it."""
+
+    def build(self) -> None:
+        self.value = f"tag {self.key}"
+
+    def did_mount(self) -> None:
+        super().did_mount()
+        MOUNTS.append(str(self.key))
 
 
 def row(i: int) -> ft.Control:
@@ -35,7 +49,7 @@ def row(i: int) -> ft.Control:
                 ft.TextField(value=f"v{i}", label="name", width=160, dense=True),
                 ft.Checkbox(label="ok", value=i % 2 == 0),
                 ft.Column(
-                    [ft.Text("nested", italic=True), ft.IconButton(ft.Icons.ADD)],
+                    [Tag(key=f"tag{i}"), ft.IconButton(ft.Icons.ADD)],
                     spacing=2,
                 ),
             ],
@@ -78,7 +92,13 @@ def header() -> ft.Control:
                 height=40,
                 alignment=ft.Alignment.CENTER,
                 gradient=ft.LinearGradient(colors=[ft.Colors.RED, ft.Colors.BLUE]),
-                content=ft.Text("gradient"),
+                content=Tag(key="boxed"),
+            ),
+            ft.ListTile(
+                leading=Tag(key="leading"),
+                title=Tag(key="title-tag"),
+                subtitle=ft.Text("subtitle"),
+                trailing=Tag(key="trailing"),
             ),
         ]
     )
@@ -89,6 +109,8 @@ def main(page: ft.Page) -> None:
     rows = ft.ListView([row(i) for i in range(ROWS)], key="list", spacing=4, height=400)
     top = header()
     added = [ROWS]
+    mounts = ft.Text(key="mounts")
+    MOUNTS.clear()
 
     def change(e: ft.Event) -> None:
         title = top.controls[0]
@@ -100,6 +122,7 @@ def main(page: ft.Page) -> None:
         first.content.controls[2].value = True
         first.content.controls[1].value = "edited"
         top.controls[2].content = ft.Icon(ft.Icons.STAR, color=ft.Colors.YELLOW)
+        mounts.value = ",".join(MOUNTS)
 
     def add(e: ft.Event) -> None:
         rows.controls.insert(3, row(added[0]))
@@ -125,7 +148,7 @@ def main(page: ft.Page) -> None:
             ft.OutlinedButton("reorder", key="reorder", on_click=reorder),
         ]
     )
-    page.add(top, buttons, rows)
+    page.add(top, buttons, mounts, rows)
 
 
 @ft.component
