@@ -157,3 +157,18 @@ def test_bench_observe_smoke_times_every_read_at_each_step(tmp_path):
     for step in ("1", "20"):
         assert all(float(ms) > 0 for ms in rows[step]), report
     assert "- per session" in report, report
+
+
+# --- bench_build -------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_bench_build_smoke_builds_the_same_pages_in_both_modes(tmp_path):
+    report = run_benchmark("bench_build.py", tmp_path / "build.md", "--smoke")
+    rows = table_rows(report)
+    assert rows["measure"] == ["stock Flet", "sped-up", "stock / sped-up"], report
+    assert rows["page frame bytes (largest frame of a visit)"][2] == "same", report
+    assert rows["states restored"][:2] == ["3/3", "3/3"], report
+    for label in ("first visit", "rehydrate", "component re-render"):
+        assert any(row.startswith(label) for row in rows), report
+    assert "- page build >= 2x faster" in report, report
