@@ -51,6 +51,7 @@ from flet.controls.control_event import Event
 from flet.controls.object_patch import DiffBuilder, ObjectPatchException
 from flet.controls.page import Page
 from flet.controls.value_types import Prop
+from flet.messaging import protocol
 from flet.messaging.protocol import (
     Message,
     MessageAction,
@@ -1274,6 +1275,7 @@ class _CachedDataclasses:
 SPED_UP: tuple[tuple[Any, str], ...] = (
     (DiffBuilder, "_configure_dataclass"),
     (object_patch, "dataclasses"),
+    (protocol, "_get_root_dataclass_field"),
 )
 """The Flet names the speed-ups replace (tests/test_flet_contract.py checks them)."""
 
@@ -1287,7 +1289,8 @@ SPEEDUP_READS: tuple[tuple[Any, str], ...] = (
 `_frozen`, `_dirty` attributes of controls, as Flet's own step does)."""
 
 _stock: dict[str, Any] = {}
-"""Flet's own `_configure_dataclass` and object_patch's `dataclasses`."""
+"""Flet's own `_configure_dataclass`, object_patch's `dataclasses` and the
+encoder's `_get_root_dataclass_field`."""
 
 
 def _speedup_flet() -> None:
@@ -1298,6 +1301,7 @@ def _speedup_flet() -> None:
     if not _stock:
         _stock["configure"] = DiffBuilder._configure_dataclass
         _stock["dataclasses"] = object_patch.dataclasses
+        _stock["root_field"] = protocol._get_root_dataclass_field
 
 
 def speedups(on: bool) -> None:
@@ -1309,9 +1313,13 @@ def speedups(on: bool) -> None:
         fast = functools.wraps(_stock["configure"])(_fast_configure)
         DiffBuilder._configure_dataclass = fast  # type: ignore[method-assign]
         object_patch.dataclasses = _CachedDataclasses()  # type: ignore[assignment]
+        # The encoder looks up, per scalar field of every control it sends,
+        # the base class that declared it: a pure function of (class, name).
+        protocol._get_root_dataclass_field = functools.cache(_stock["root_field"])
     elif not on:
         DiffBuilder._configure_dataclass = _stock["configure"]  # type: ignore[method-assign]
         object_patch.dataclasses = _stock["dataclasses"]
+        protocol._get_root_dataclass_field = _stock["root_field"]
 
 
 def speedups_on() -> bool:

@@ -67,7 +67,9 @@ def test_speedups_switch_between_flets_own_steps_and_the_fast_ones():
         assert not adapter.speedups_on()
         assert not hasattr(DiffBuilder._configure_dataclass, "__wrapped__")
         assert type(adapter.object_patch.dataclasses).__name__ == "module"
+        assert not hasattr(adapter.protocol._get_root_dataclass_field, "cache_info")
     finally:
         adapter.speedups(True)
     assert adapter.speedups_on()
     assert DiffBuilder._configure_dataclass.__wrapped__ is fast.__wrapped__
+    assert hasattr(adapter.protocol._get_root_dataclass_field, "cache_info")
