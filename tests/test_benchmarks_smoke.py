@@ -171,4 +171,4 @@ def test_bench_build_smoke_builds_the_same_pages_in_both_modes(tmp_path):
     assert rows["states restored"][:2] == ["3/3", "3/3"], report
     for label in ("first visit", "rehydrate", "component re-render"):
         assert any(row.startswith(label) for row in rows), report
-    assert "- page build >= 2x faster" in report, report
+    assert "- Flet's page build >= 2x faster" in report, report
