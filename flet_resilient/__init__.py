@@ -5,7 +5,7 @@ or the test server installs the adapter's fixes (see `adapter.install`); each
 mitigation is then one decorator away.
 """
 
-from flet_resilient.adapter import UnsupportedFletVersion, install
+from flet_resilient.adapter import UnsupportedFletVersion, install, speedups
 from flet_resilient.coalesce import coalesce_page, coalesce_updates
 from flet_resilient.drain import DrainReport, drain
 from flet_resilient.errors import (
@@ -59,6 +59,7 @@ __all__ = [
     "offload",
     "save_state",
     "serve",
+    "speedups",
     "stats",
     "throttle",
     "watch_loop",
