@@ -1162,7 +1162,10 @@ def _configure(
     cls = type(item)
     if cls in _SCALARS:
         return
-    if hasattr(cls, "__dataclass_fields__"):
+    if cls is list or cls is dict:  # (builtins: never dataclasses) the common case
+        for value in item if cls is list else item.values():
+            _configure(builder, value, parent, frozen, False, out)
+    elif hasattr(cls, "__dataclass_fields__"):
         _configure_object(builder, item, parent, frozen, setattr_only, out)
     elif isinstance(item, dict):
         for value in item.values():
