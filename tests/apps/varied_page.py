@@ -123,6 +123,9 @@ def main(page: ft.Page) -> None:
         first.content.controls[1].value = "edited"
         top.controls[2].content = ft.Icon(ft.Icons.STAR, color=ft.Colors.YELLOW)
         mounts.value = ",".join(MOUNTS)
+        # A plain dataclass on the page: patched only if its changes are tracked.
+        page.media.always_use_24_hour_format = not page.media.always_use_24_hour_format
+        page.update()
 
     def add(e: ft.Event) -> None:
         rows.controls.insert(3, row(added[0]))
