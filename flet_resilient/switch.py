@@ -5,7 +5,7 @@ as shipped, the decorators leave `main` as plain Flet would run it and
 `@offload` calls its function inline on the event loop, so the same app can be
 measured with and without flet-resilient (the loop-lag watchdog still measures
 if started with `watch_loop()`). `FLET_RESILIENT_SPEEDUPS=0` keeps only Flet's
-own page build and diff as shipped (see `adapter.speedups`).
+own page build and diff as shipped (see `flet_resilient.speedups`).
 """
 
 from __future__ import annotations
