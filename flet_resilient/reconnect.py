@@ -327,7 +327,8 @@ def buffer_reconnects(
 
     Args:
         window: seconds one-shot messages are kept for a client that is away.
-        max_messages, max_bytes: bounds of each session's replay buffer.
+        max_messages: most one-shot messages a session's replay buffer keeps.
+        max_bytes: most bytes it keeps (a bigger message is refused).
         overflow: "drop_oldest" (oldest kept messages are dropped, their
             invoke callers get an error) or "reload" (the session is ended;
             the returning client starts a fresh one).
