@@ -1,0 +1,221 @@
+"""Drive a Flet app with Locust: `FletUser` speaks Flet's real WebSocket protocol.
+
+    from locust import constant, task
+    from flet_resilient.locust import FletUser
+
+    class Visitor(FletUser):
+        wait_time = constant(1)
+
+        @task
+        def plus_one(self) -> None:
+            self.click("plus")
+
+    locust -f locustfile.py --host http://127.0.0.1:8550
+
+Locust runs its users on gevent, so each `FletUser` holds a blocking
+`websocket-client` socket (cooperative under Locust's monkey-patching) and a
+reader greenlet that keeps `mirror` (a `flet_resilient.testing.Mirror`, the
+same page mirror as the asyncio `FletClient`) up to date. Clicks and
+reconnects are reported to Locust as requests, so its statistics, charts, web
+UI and distributed workers see click->patch latency. Needs the `locust` extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import gevent
+import websocket
+from gevent.event import Event
+from locust import User
+
+from flet_resilient.testing import Action, Mirror, _holds, decode, encode
+
+__all__ = ["FletUser", "SessionLost", "ws_url"]
+
+# Importing Flet costs seconds of CPU, and gevent's loop caches its clock: a
+# `--run-time` timer Locust sets right after loading the locustfile would fire
+# that many seconds early (a 3 s run lasting 0.1 s). Bring the clock up to date.
+gevent.get_hub().loop.update_now()
+
+
+class SessionLost(Exception):
+    """A reconnect got a new session: the server no longer had the old one."""
+
+
+def ws_url(host: str) -> str:
+    """Flet's WebSocket endpoint for an app URL: http(s)://h/p -> ws(s)://h/p/ws."""
+    parts = urlsplit(host)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path.rstrip("/") + "/ws"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class FletUser(User):
+    """A Locust user that opens the app like a browser tab and clicks by key.
+
+    `on_start` connects and registers (reported as request type "connect");
+    `click(key)` and `event(key, name)` report click->patch time; `reconnect()`
+    comes back with the same session id (a failure if the session was lost).
+    `mirror` is the page as this user sees it (`mirror.value("count")`).
+    Subclasses add Locust tasks and a `wait_time`; `host` is the app's URL.
+    """
+
+    abstract = True
+    route: ClassVar[str] = "/"
+    timeout: ClassVar[float] = 10.0  # seconds for a page, or a click's patch
+    user_agent: ClassVar[str] = "flet-resilient-locust"
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self.mirror = Mirror(route=self.route)
+        self.patches = 0  # PATCH_CONTROL frames received on this page so far
+        self.received = 0  # bytes of frames received so far
+        self._ws: websocket.WebSocket | None = None
+        self._reader: gevent.Greenlet | None = None
+        self._frame = Event()  # set (and replaced) on every frame received
+
+    # --- Locust hooks ------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Open the page, reported as request type "connect"."""
+        self._timed("connect", self.route, self._open)
+
+    def on_stop(self) -> None:
+        self._close()
+
+    # --- actions -------------------------------------------------------------------
+
+    def event(self, key: str, name: str, data: Any = None) -> bool:
+        """Fire `name` on the control with `key`; report the time to the next patch.
+
+        Reported as request type `name`, named `key`; a failure if the control
+        is not on the page or no patch comes within `timeout`. True on success.
+        """
+        return self._timed(name, key, lambda: self._send_event(key, name, data))
+
+    def click(self, key: str) -> bool:
+        """Click the control with `key` (see `event`)."""
+        return self.event(key, "click")
+
+    def reconnect(self) -> bool:
+        """Drop the socket and come back with the same session id, like a phone
+        changing networks; reports the time until the page is back (type
+        "reconnect"), a failure if the server started a new session."""
+        self._close()
+        return self._timed("reconnect", self.route, self._reopen)
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float) -> None:
+        """Wait until `predicate()` is true, checked after every frame.
+
+        A predicate raising LookupError counts as false; TimeoutError after
+        `timeout` s, ConnectionError if the server closes the socket first.
+        """
+        deadline = time.monotonic() + timeout
+        while not _holds(predicate):
+            if self._reader is None or self._reader.dead:
+                raise ConnectionError("the server closed the connection")
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._frame.wait(left):
+                raise TimeoutError(f"not within {timeout:g} s")
+
+    # --- the connection --------------------------------------------------------------
+
+    def _open(self) -> int:
+        """Connect, register, wait for the page; the bytes it took."""
+        assert self.host, "FletUser needs the app's URL: --host or `host = ...`"
+        self.mirror.page = {}
+        ws = websocket.create_connection(
+            ws_url(self.host),
+            timeout=self.timeout,
+            header=[f"User-Agent: {self.user_agent}"],
+            skip_utf8_validation=True,
+        )
+        ws.settimeout(None)  # an idle page may stay silent for long
+        self._ws = ws
+        self._reader = gevent.spawn(self._read, ws)
+        ws.send_binary(self.mirror.register_frame())
+        before = self.received
+        self.wait_for(lambda: self.mirror.page, self.timeout)
+        return self.received - before
+
+    def _reopen(self) -> int:
+        old = self.mirror.session_id
+        size = self._open()
+        if self.mirror.session_id != old:
+            raise SessionLost(f"session {old} is gone: the server started a new one")
+        return size
+
+    def _read(self, ws: websocket.WebSocket) -> None:
+        """Mirror every frame; answer the server's method calls."""
+        try:
+            while True:
+                opcode, raw = ws.recv_data()
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    return
+                if not raw or raw[0] != 0:
+                    continue
+                action, body = decode(raw)
+                self.received += len(raw)
+                self.patches += action == Action.PATCH_CONTROL
+                reply = self.mirror.mirror(action, body)
+                if reply is not None:
+                    ws.send_binary(reply)
+                self._wake()
+        except (websocket.WebSocketException, OSError):
+            return
+        finally:
+            self._wake()
+
+    def _wake(self) -> None:
+        frame, self._frame = self._frame, Event()
+        frame.set()
+
+    def _close(self) -> None:
+        """Say goodbye (a close frame), then shut the socket; the reader ends."""
+        ws, reader = self._ws, self._reader
+        self._ws = None
+        if ws is None:
+            return
+        with contextlib.suppress(websocket.WebSocketException, OSError):
+            ws.send_close()
+        ws.abort()
+        if reader is not None:
+            reader.join(timeout=self.timeout)
+        ws.shutdown()
+
+    def _send_event(self, key: str, name: str, data: Any) -> int:
+        """Send the event once `key` is mirrored; wait for a patch; its bytes."""
+        self.wait_for(lambda: self.mirror.find(key), self.timeout)
+        target = self.mirror.find(key)["_i"]
+        assert self._ws is not None
+        patches, received = self.patches, self.received
+        self._ws.send_binary(
+            encode(Action.CONTROL_EVENT, {"target": target, "name": name, "data": data})
+        )
+        self.wait_for(lambda: self.patches > patches, self.timeout)
+        return self.received - received
+
+    def _timed(self, kind: str, name: str, action: Callable[[], int]) -> bool:
+        """Run `action` (returning bytes received) and report it to Locust."""
+        started = time.perf_counter()
+        size, error = 0, None
+        try:
+            size = action()
+        except (TimeoutError, ConnectionError, LookupError, SessionLost) as exc:
+            error = exc
+        except (websocket.WebSocketException, OSError) as exc:
+            error = ConnectionError(f"{type(exc).__name__}: {exc}")
+        self.environment.events.request.fire(
+            request_type=kind,
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=size,
+            exception=error,
+            context={},
+        )
+        return error is None
