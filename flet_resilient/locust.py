@@ -90,17 +90,26 @@ class FletUser(User):
 
     # --- actions -------------------------------------------------------------------
 
-    def event(self, key: str, name: str, data: Any = None) -> bool:
-        """Fire `name` on the control with `key`; report the time to the next patch.
+    def event(
+        self,
+        key: str,
+        name: str,
+        data: Any = None,
+        until: Callable[[], Any] | None = None,
+    ) -> bool:
+        """Fire `name` on the control with `key`; report the time to its answer.
 
-        Reported as request type `name`, named `key`; a failure if the control
-        is not on the page or no patch comes within `timeout`. True on success.
+        The answer is the next patch, or with `until` the moment `until()` holds
+        on the mirror (e.g. `lambda: self.mirror.value("count") == "3"`, exact
+        on a page that also receives unrelated patches). Reported as request
+        type `name`, named `key`; a failure if the control is not on the page
+        or no answer comes within `timeout`. True on success.
         """
-        return self._timed(name, key, lambda: self._send_event(key, name, data))
+        return self._timed(name, key, lambda: self._send_event(key, name, data, until))
 
-    def click(self, key: str) -> bool:
+    def click(self, key: str, until: Callable[[], Any] | None = None) -> bool:
         """Click the control with `key` (see `event`)."""
-        return self.event(key, "click")
+        return self.event(key, "click", until=until)
 
     def reconnect(self) -> bool:
         """Drop the socket and come back with the same session id, like a phone
@@ -188,8 +197,10 @@ class FletUser(User):
             reader.join(timeout=self.timeout)
         ws.shutdown()
 
-    def _send_event(self, key: str, name: str, data: Any) -> int:
-        """Send the event once `key` is mirrored; wait for a patch; its bytes."""
+    def _send_event(
+        self, key: str, name: str, data: Any, until: Callable[[], Any] | None
+    ) -> int:
+        """Send the event once `key` is mirrored; wait for its answer; its bytes."""
         self.wait_for(lambda: self.mirror.find(key), self.timeout)
         target = self.mirror.find(key)["_i"]
         assert self._ws is not None
@@ -197,7 +208,7 @@ class FletUser(User):
         self._ws.send_binary(
             encode(Action.CONTROL_EVENT, {"target": target, "name": name, "data": data})
         )
-        self.wait_for(lambda: self.patches > patches, self.timeout)
+        self.wait_for(until or (lambda: self.patches > patches), self.timeout)
         return self.received - received
 
     def _timed(self, kind: str, name: str, action: Callable[[], int]) -> bool:

@@ -40,9 +40,13 @@ LOCUSTFILE = textwrap.dedent(
             super().on_start()
             self.clicked = 0
 
+        @property
+        def next(self):
+            return str(self.clicked + 1)
+
         @task
         def use(self):
-            if self.click("inc"):
+            if self.click("inc", until=lambda: self.mirror.value("count") == self.next):
                 self.clicked += 1
             if self.clicked % 2 == 0:
                 self.reconnect()
