@@ -61,12 +61,16 @@ class FletUser(User):
     `on_start` connects and registers (reported as request type "connect");
     `click(key)` and `event(key, name)` report click->patch time; `reconnect()`
     comes back with the same session id (a failure if the session was lost).
-    `mirror` is the page as this user sees it (`mirror.value("count")`).
+    `mirror` is the page as this user sees it; `value(key)` reads a control's
+    property once it is mirrored.
     Subclasses add Locust tasks and a `wait_time`; `host` is the app's URL.
     """
 
     abstract = True
     route: ClassVar[str] = "/"
+    # A key on the built page: connect and reconnect then wait (and are timed)
+    # until it is mirrored, not only until the register response.
+    ready_key: ClassVar[str | None] = None
     timeout: ClassVar[float] = 10.0  # seconds for a page, or a click's patch
     user_agent: ClassVar[str] = "flet-resilient-locust"
 
@@ -118,6 +122,12 @@ class FletUser(User):
         self._close()
         return self._timed("reconnect", self.route, self._reopen)
 
+    def value(self, key: str, prop: str = "value") -> Any:
+        """A property of the control with `key`, once it is mirrored (the page's
+        controls arrive in patches after the register response)."""
+        self.wait_for(lambda: self.mirror.find(key), self.timeout)
+        return self.mirror.value(key, prop)
+
     def wait_for(self, predicate: Callable[[], Any], timeout: float) -> None:
         """Wait until `predicate()` is true, checked after every frame.
 
@@ -149,8 +159,13 @@ class FletUser(User):
         self._reader = gevent.spawn(self._read, ws)
         ws.send_binary(self.mirror.register_frame())
         before = self.received
-        self.wait_for(lambda: self.mirror.page, self.timeout)
+        self.wait_for(self._ready, self.timeout)
         return self.received - before
+
+    def _ready(self) -> bool:
+        """The page came (and, with `ready_key`, has that control)."""
+        key = self.ready_key
+        return bool(self.mirror.page) and (key is None or bool(self.mirror.find(key)))
 
     def _reopen(self) -> int:
         old = self.mirror.session_id

@@ -35,10 +35,12 @@ LOCUSTFILE = textwrap.dedent(
 
     class Counter(FletUser):
         wait_time = constant(0.05)
+        ready_key = "count"  # connecting waits for the built page
 
         def on_start(self):
             super().on_start()
             self.clicked = 0
+            assert self.mirror.value("count") == "0", "the page was not built"
 
         @property
         def next(self):
