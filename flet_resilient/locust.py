@@ -23,6 +23,7 @@ UI and distributed workers see click->patch latency. Needs the `locust` extra.
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -35,7 +36,7 @@ from locust import User
 
 from flet_resilient.testing import Action, Mirror, _holds, decode, encode
 
-__all__ = ["FletUser", "SessionLost", "ws_url"]
+__all__ = ["FletUser", "SessionCrashed", "SessionLost", "ws_url"]
 
 # Importing Flet costs seconds of CPU, and gevent's loop caches its clock: a
 # `--run-time` timer Locust sets right after loading the locustfile would fire
@@ -47,12 +48,20 @@ class SessionLost(Exception):
     """A reconnect got a new session: the server no longer had the old one."""
 
 
+class SessionCrashed(Exception):
+    """The app's code raised (Flet sent SESSION_CRASHED with its message)."""
+
+
 def ws_url(host: str) -> str:
     """Flet's WebSocket endpoint for an app URL: http(s)://h/p -> ws(s)://h/p/ws."""
     parts = urlsplit(host)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     path = parts.path.rstrip("/") + "/ws"
     return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+# What a timed action fails with (Locust counts them as the request's failure).
+FAILURES = (TimeoutError, ConnectionError, LookupError, SessionLost, SessionCrashed)
 
 
 class FletUser(User):
@@ -82,6 +91,8 @@ class FletUser(User):
         self._ws: websocket.WebSocket | None = None
         self._reader: gevent.Greenlet | None = None
         self._frame = Event()  # set (and replaced) on every frame received
+        self._ended = "not connected"  # why the reader stopped, once it has
+        self._in_event = False  # an event waits for its answer: crashes are its
 
     # --- Locust hooks ------------------------------------------------------------
 
@@ -106,8 +117,9 @@ class FletUser(User):
         The answer is the next patch, or with `until` the moment `until()` holds
         on the mirror (e.g. `lambda: self.mirror.value("count") == "3"`, exact
         on a page that also receives unrelated patches). Reported as request
-        type `name`, named `key`; a failure if the control is not on the page
-        or no answer comes within `timeout`. True on success.
+        type `name`, named `key`; a failure if the control is not on the page,
+        the handler raised (`SessionCrashed`) or no answer comes within
+        `timeout`. True on success.
         """
         return self._timed(name, key, lambda: self._send_event(key, name, data, until))
 
@@ -137,7 +149,7 @@ class FletUser(User):
         deadline = time.monotonic() + timeout
         while not _holds(predicate):
             if self._reader is None or self._reader.dead:
-                raise ConnectionError("the server closed the connection")
+                raise ConnectionError(self._ended)
             left = deadline - time.monotonic()
             if left <= 0 or not self._frame.wait(left):
                 raise TimeoutError(f"not within {timeout:g} s")
@@ -155,7 +167,7 @@ class FletUser(User):
             skip_utf8_validation=True,
         )
         ws.settimeout(None)  # an idle page may stay silent for long
-        self._ws = ws
+        self._ws, self._ended = ws, "the server closed the connection"
         self._reader = gevent.spawn(self._read, ws)
         ws.send_binary(self.mirror.register_frame())
         before = self.received
@@ -175,25 +187,34 @@ class FletUser(User):
         return size
 
     def _read(self, ws: websocket.WebSocket) -> None:
-        """Mirror every frame; answer the server's method calls."""
+        """Mirror every frame; answer the server's method calls. A frame the
+        mirror cannot apply ends the connection, its error kept in `_ended`."""
         try:
             while True:
                 opcode, raw = ws.recv_data()
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     return
-                if not raw or raw[0] != 0:
-                    continue
-                action, body = decode(raw)
-                self.received += len(raw)
-                self.patches += action == Action.PATCH_CONTROL
-                reply = self.mirror.mirror(action, body)
-                if reply is not None:
-                    ws.send_binary(reply)
-                self._wake()
+                if raw and raw[0] == 0:
+                    self._receive(ws, raw)
         except (websocket.WebSocketException, OSError):
             return
+        except Exception as exc:
+            self._ended = f"a frame the mirror could not apply: {exc!r}"
+            ws.abort()
         finally:
             self._wake()
+
+    def _receive(self, ws: websocket.WebSocket, raw: bytes) -> None:
+        """Apply one protocol frame; a session crash is reported as a failure."""
+        action, body = decode(raw)
+        self.received += len(raw)
+        self.patches += action == Action.PATCH_CONTROL
+        reply = self.mirror.mirror(action, body)
+        if reply is not None:
+            ws.send_binary(reply)
+        if action == Action.SESSION_CRASHED and not self._in_event:
+            self._report("session", "crashed", 0.0, len(raw), self._crash())
+        self._wake()
 
     def _wake(self) -> None:
         frame, self._frame = self._frame, Event()
@@ -207,7 +228,9 @@ class FletUser(User):
             return
         with contextlib.suppress(websocket.WebSocketException, OSError):
             ws.send_close()
-        ws.abort()
+        with contextlib.suppress(OSError):
+            if ws.sock is not None:
+                ws.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader at once
         if reader is not None:
             reader.join(timeout=self.timeout)
         ws.shutdown()
@@ -218,13 +241,28 @@ class FletUser(User):
         """Send the event once `key` is mirrored; wait for its answer; its bytes."""
         self.wait_for(lambda: self.mirror.find(key), self.timeout)
         target = self.mirror.find(key)["_i"]
-        assert self._ws is not None
+        if self._ws is None:
+            raise ConnectionError(self._ended)
         patches, received = self.patches, self.received
+        crashes = len(self.mirror.errors)
         self._ws.send_binary(
             encode(Action.CONTROL_EVENT, {"target": target, "name": name, "data": data})
         )
-        self.wait_for(until or (lambda: self.patches > patches), self.timeout)
+        answered = until or (lambda: self.patches > patches)
+        self._in_event = True
+        try:
+            self.wait_for(
+                lambda: len(self.mirror.errors) > crashes or answered(), self.timeout
+            )
+        finally:
+            self._in_event = False
+        if len(self.mirror.errors) > crashes:
+            raise self._crash()
         return self.received - received
+
+    def _crash(self) -> SessionCrashed:
+        """The last crash report's first line (the exception; no traceback)."""
+        return SessionCrashed(self.mirror.errors[-1].partition("\n")[0])
 
     def _timed(self, kind: str, name: str, action: Callable[[], int]) -> bool:
         """Run `action` (returning bytes received) and report it to Locust."""
@@ -232,16 +270,22 @@ class FletUser(User):
         size, error = 0, None
         try:
             size = action()
-        except (TimeoutError, ConnectionError, LookupError, SessionLost) as exc:
+        except FAILURES as exc:
             error = exc
         except (websocket.WebSocketException, OSError) as exc:
             error = ConnectionError(f"{type(exc).__name__}: {exc}")
+        self._report(kind, name, (time.perf_counter() - started) * 1000, size, error)
+        return error is None
+
+    def _report(
+        self, kind: str, name: str, ms: float, size: int, error: Exception | None
+    ) -> None:
+        """One Locust request event (what its statistics and UI count)."""
         self.environment.events.request.fire(
             request_type=kind,
             name=name,
-            response_time=(time.perf_counter() - started) * 1000,
+            response_time=ms,
             response_length=size,
             exception=error,
             context={},
         )
-        return error is None
