@@ -8,6 +8,7 @@ the clicks the server handled.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,7 +20,11 @@ import pytest
 
 from flet_resilient.testing import FletServer
 
-pytest.importorskip("locust", reason="the locust extra: pip install -e '.[locust]'")
+# Never imported here: importing locust monkey-patches this process for gevent.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("locust") is None,
+    reason="the locust extra: pip install -e '.[locust]'",
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
