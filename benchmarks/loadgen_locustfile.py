@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,12 @@ def _windows() -> None:
     for phase in ("idle", "clicks"):
         if phase == "clicks":
             clicking.set()
-        cpu, wall = time.process_time(), time.perf_counter()
+        start, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         gevent.sleep(SECONDS)
+        now = resource.getrusage(resource.RUSAGE_SELF)
         result[phase] = {
-            "cpu_s": time.process_time() - cpu,
+            "cpu_s": now.ru_utime - start.ru_utime + now.ru_stime - start.ru_stime,
+            "kernel_s": now.ru_stime - start.ru_stime,
             "seconds": time.perf_counter() - wall,
         }
     result["rss_end"] = ME.memory_info().rss
