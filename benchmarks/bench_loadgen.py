@@ -1,6 +1,6 @@
 """What the load generator itself costs: CPU per simulated user, CLI vs Locust.
 
-Run from the repository root (about a minute with the defaults):
+Run from the repository root (about two minutes with the defaults):
 
     python benchmarks/bench_loadgen.py                     # 200 users, 20 s windows
     python benchmarks/bench_loadgen.py --smoke             # 10 users, 2 s windows

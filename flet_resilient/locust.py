@@ -101,6 +101,7 @@ class FletUser(User):
         self._timed("connect", self.route, self._open)
 
     def on_stop(self) -> None:
+        """Close the tab (a close frame), as the run stops this user."""
         self._close()
 
     # --- actions -------------------------------------------------------------------
