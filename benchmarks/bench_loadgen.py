@@ -12,7 +12,7 @@ users over Flet's real protocol:
 * `cli`: the load-test CLI's own users (`flet_resilient.loadtest`'s
   `connect_users` and `clicker`: asyncio, `websockets`, `FletClient`);
 * `locust`: `flet_resilient.locust.FletUser` under `python -m locust
-  --headless` (gevent, `websocket-client`), `benchmarks/loadgen_locustfile.py`.
+  --headless` (gevent, `websockets` sync client), `benchmarks/loadgen_locustfile.py`.
 
 Each generator connects every user, then reads its own process CPU time over
 two windows of `--duration` s: every user idle (connected, receiving), then

@@ -12,8 +12,9 @@
 
     locust -f locustfile.py --host http://127.0.0.1:8550
 
-Locust runs its users on gevent, so each `FletUser` holds a blocking
-`websocket-client` socket (cooperative under Locust's monkey-patching) and a
+Locust runs its users on gevent, so each `FletUser` holds a `websockets`
+sync-client connection (the library `FletClient` uses, cooperative under
+Locust's monkey-patching, negotiating permessage-deflate as browsers do) and a
 reader greenlet that keeps `mirror` (a `flet_resilient.testing.Mirror`, the
 same page mirror as the asyncio `FletClient`) up to date. Clicks and
 reconnects are reported to Locust as requests, so its statistics, charts, web
@@ -22,17 +23,16 @@ UI and distributed workers see click->patch latency. Needs the `locust` extra.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import gevent
-import websocket
 from gevent.event import Event
 from locust import User
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import ClientConnection, connect
 
 from flet_resilient.testing import Action, Mirror, _holds, decode, encode
 
@@ -88,7 +88,7 @@ class FletUser(User):
         self.mirror = Mirror(route=self.route)
         self.patches = 0  # PATCH_CONTROL frames received on this page so far
         self.received = 0  # bytes of frames received so far
-        self._ws: websocket.WebSocket | None = None
+        self._ws: ClientConnection | None = None
         self._reader: gevent.Greenlet | None = None
         self._frame = Event()  # set (and replaced) on every frame received
         self._ended = "not connected"  # why the reader stopped, once it has
@@ -161,16 +161,19 @@ class FletUser(User):
         """Connect, register, wait for the page; the bytes it took."""
         assert self.host, "FletUser needs the app's URL: --host or `host = ...`"
         self.mirror.page = {}
-        ws = websocket.create_connection(
+        # `__enter__` gives the connection on every websockets version (>= 17
+        # warns when `connect()`'s result is used directly); `close()` ends it.
+        ws = connect(
             ws_url(self.host),
-            timeout=self.timeout,
-            header=[f"User-Agent: {self.user_agent}"],
-            skip_utf8_validation=True,
-        )
-        ws.settimeout(None)  # an idle page may stay silent for long
+            open_timeout=self.timeout,
+            close_timeout=1,
+            user_agent_header=self.user_agent,
+            max_size=None,
+            ping_interval=None,  # as FletClient: Flet's client does not ping
+        ).__enter__()
         self._ws, self._ended = ws, "the server closed the connection"
         self._reader = gevent.spawn(self._read, ws)
-        ws.send_binary(self.mirror.register_frame())
+        ws.send(self.mirror.register_frame())
         before = self.received
         self.wait_for(self._ready, self.timeout)
         return self.received - before
@@ -187,32 +190,29 @@ class FletUser(User):
             raise SessionLost(f"session {old} is gone: the server started a new one")
         return size
 
-    def _read(self, ws: websocket.WebSocket) -> None:
+    def _read(self, ws: ClientConnection) -> None:
         """Mirror every frame; answer the server's method calls. A frame the
         mirror cannot apply ends the connection, its error kept in `_ended`."""
         try:
-            while True:
-                opcode, raw = ws.recv_data()
-                if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    return
-                if raw and raw[0] == 0:
+            for raw in ws:  # until the connection closes
+                if isinstance(raw, bytes) and raw[:1] == b"\x00":
                     self._receive(ws, raw)
-        except (websocket.WebSocketException, OSError):
+        except (WebSocketException, OSError):
             return
         except Exception as exc:
             self._ended = f"a frame the mirror could not apply: {exc!r}"
-            ws.abort()
+            ws.close()
         finally:
             self._wake()
 
-    def _receive(self, ws: websocket.WebSocket, raw: bytes) -> None:
+    def _receive(self, ws: ClientConnection, raw: bytes) -> None:
         """Apply one protocol frame; a session crash is reported as a failure."""
         action, body = decode(raw)
         self.received += len(raw)
         self.patches += action == Action.PATCH_CONTROL
         reply = self.mirror.mirror(action, body)
         if reply is not None:
-            ws.send_binary(reply)
+            ws.send(reply)
         if action == Action.SESSION_CRASHED and not self._in_event:
             self._report("session", "crashed", 0.0, len(raw), self._crash())
         self._wake()
@@ -222,19 +222,15 @@ class FletUser(User):
         frame.set()
 
     def _close(self) -> None:
-        """Say goodbye (a close frame), then shut the socket; the reader ends."""
+        """Close the connection (the closing handshake, at most 1 s); the
+        reader ends with it."""
         ws, reader = self._ws, self._reader
         self._ws = None
         if ws is None:
             return
-        with contextlib.suppress(websocket.WebSocketException, OSError):
-            ws.send_close()
-        with contextlib.suppress(OSError):
-            if ws.sock is not None:
-                ws.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader at once
+        ws.close()
         if reader is not None:
             reader.join(timeout=self.timeout)
-        ws.shutdown()
 
     def _send_event(
         self, key: str, name: str, data: Any, until: Callable[[], Any] | None
@@ -246,7 +242,7 @@ class FletUser(User):
             raise ConnectionError(self._ended)
         patches, received = self.patches, self.received
         crashes = len(self.mirror.errors)
-        self._ws.send_binary(
+        self._ws.send(
             encode(Action.CONTROL_EVENT, {"target": target, "name": name, "data": data})
         )
         answered = until or (lambda: self.patches > patches)
@@ -273,7 +269,7 @@ class FletUser(User):
             size = action()
         except FAILURES as exc:
             error = exc
-        except (websocket.WebSocketException, OSError) as exc:
+        except (WebSocketException, OSError) as exc:
             error = ConnectionError(f"{type(exc).__name__}: {exc}")
         self._report(kind, name, (time.perf_counter() - started) * 1000, size, error)
         return error is None
