@@ -92,7 +92,7 @@ class FletUser(User):
         self._reader: gevent.Greenlet | None = None
         self._frame = Event()  # set (and replaced) on every frame received
         self._ended = "not connected"  # why the reader stopped, once it has
-        self._in_event = False  # an event waits for its answer: crashes are its
+        self._in_event = False  # an event awaits its answer: a crash fails it
 
     # --- Locust hooks ------------------------------------------------------------
 
@@ -129,9 +129,9 @@ class FletUser(User):
         return self.event(key, "click", until=until)
 
     def reconnect(self) -> bool:
-        """Drop the socket and come back with the same session id, like a phone
-        changing networks; reports the time until the page is back (type
-        "reconnect"), a failure if the server started a new session."""
+        """Close the socket and come back with the same session id (a reload, a
+        phone back on the network); reports the time until the page is back
+        (type "reconnect"), a failure if the server started a new session."""
         self._close()
         return self._timed("reconnect", self.route, self._reopen)
 
