@@ -29,6 +29,7 @@ __all__ = [
     "FletServer",
     "Frame",
     "LoopbackEndpoint",
+    "Mirror",
     "loopback_socket",
     "wait_until",
 ]
@@ -169,13 +170,123 @@ class Frame:
     at: float = field(default_factory=time.monotonic)
 
 
-class FletClient:
-    """A simulated user speaking Flet's real WebSocket protocol.
+class Mirror:
+    """A simulated browser's view of one page, whatever carries the frames.
 
-    `controls` maps control id (`_i`) to the mirrored control dict; `find(key)`
-    looks one up by its `key`. Server `invoke_method` requests are answered
-    with `on_invoke(name, args)`; by default `get`/`set`/`remove` calls work on
+    `controls` maps control id (`_i`) to the mirrored control dict, kept from
+    the register response and every patch; `find(key)` looks one up by its
+    `key`. Server `invoke_method` requests are answered with
+    `on_invoke(name, args)`; by default `get`/`set`/`remove` calls work on
     `storage` (like the browser's SharedPreferences) and others answer None.
+    Shared by the asyncio `FletClient` and the gevent Locust user.
+    """
+
+    def __init__(
+        self,
+        *,
+        session_id: str | None = None,
+        route: str = "/",
+        on_invoke: Callable[[str, Any], Any] | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.route = route
+        self.storage: dict[str, Any] = {}
+        self.on_invoke = on_invoke or self._client_storage
+        self.page: dict[str, Any] = {}
+        self.controls: dict[int, dict[str, Any]] = {}
+        self.errors: list[str] = []
+        self.invocations: list[tuple[str, Any]] = []
+        self.stale_patches = 0
+
+    def register_frame(self) -> bytes:
+        """The REGISTER_CLIENT frame a browser sends first (with our session id)."""
+        return encode(
+            Action.REGISTER_CLIENT,
+            {
+                "session_id": self.session_id,
+                "page_name": "",
+                "page": {"route": self.route, "width": 1280, "height": 720},
+            },
+        )
+
+    def _client_storage(self, name: str, args: Any) -> Any:
+        key = str(args.get("key")) if isinstance(args, dict) else ""
+        if name == "get":
+            return self.storage.get(key)
+        if name == "set":
+            self.storage[key] = args["value"]
+            return True
+        if name == "remove":
+            return self.storage.pop(key, None) is not None
+        return None
+
+    def mirror(self, action: int, body: Any) -> bytes | None:
+        """Apply one received message; the frame to answer with, if any."""
+        if action == Action.REGISTER_CLIENT:
+            self.session_id = body["session_id"]
+            self.page = body["page_patch"]
+            self.controls = {}
+            self._index(self.page)
+        elif action == Action.PATCH_CONTROL:
+            target = self.controls.get(body["id"])
+            if target is None:
+                # A control no longer on the page (e.g. a detached subtree still
+                # updated by its task): like the real client, ignore the patch.
+                self.stale_patches += 1
+                return None
+            apply_patch(target, body["patch"], self._index, self._unindex)
+        elif action == Action.INVOKE_METHOD:
+            self.invocations.append((body["name"], body.get("args")))
+            result, error = None, None
+            try:
+                result = self.on_invoke(body["name"], body.get("args"))
+            except Exception as exc:
+                error = str(exc)
+            reply = {"control_id": body["control_id"], "call_id": body["call_id"]}
+            return encode(
+                Action.INVOKE_METHOD, {**reply, "result": result, "error": error}
+            )
+        elif action == Action.SESSION_CRASHED:
+            self.errors.append(body["message"])
+        return None
+
+    def _index(self, value: Any) -> None:
+        if isinstance(value, dict):
+            if "_i" in value:
+                self.controls[value["_i"]] = value
+            for child in value.values():
+                self._index(child)
+        elif isinstance(value, list):
+            for child in value:
+                self._index(child)
+
+    def _unindex(self, value: Any) -> None:
+        if isinstance(value, dict):
+            if self.controls.get(value.get("_i")) is value:  # type: ignore[arg-type]
+                del self.controls[value["_i"]]
+            for child in value.values():
+                self._unindex(child)
+        elif isinstance(value, list):
+            for child in value:
+                self._unindex(child)
+
+    def find(self, key: str) -> dict[str, Any]:
+        """The mirrored control whose `key` is `key` (KeyError if absent)."""
+        for control in self.controls.values():
+            if control.get("key") == key:
+                return control
+        raise KeyError(f"no control with key {key!r} in the mirror")
+
+    def value(self, key: str, prop: str = "value") -> Any:
+        """A property of the control with `key`, e.g. a Text's `value`."""
+        return self.find(key).get(prop)
+
+
+class FletClient(Mirror):
+    """A simulated user speaking Flet's real WebSocket protocol over asyncio.
+
+    The page is mirrored as `Mirror` describes; `frames` keeps every frame
+    received, and `wait_for` waits on the mirror.
     """
 
     def __init__(
@@ -190,23 +301,15 @@ class FletClient:
         source_ip: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        super().__init__(session_id=session_id, route=route, on_invoke=on_invoke)
         self.ws_url = ws_url
-        self.session_id = session_id
         self.user_agent = user_agent
-        self.route = route
-        self.storage: dict[str, Any] = {}
-        self.on_invoke = on_invoke or self._client_storage
         self.recv_buffer = recv_buffer
         self.source_ip = source_ip
         self.headers = headers  # extra handshake headers, e.g. a balancer's Cookie
-        self.page: dict[str, Any] = {}
-        self.controls: dict[int, dict[str, Any]] = {}
         self.frames: list[Frame] = []
         self.raw_frames: list[bytes] | None = None
         """Set it to a list to also keep each received frame's bytes."""
-        self.errors: list[str] = []
-        self.invocations: list[tuple[str, Any]] = []
-        self.stale_patches = 0
         self.ws: ClientConnection | None = None
         self._changed = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
@@ -237,16 +340,7 @@ class FletClient:
             max_size=None,
             ping_interval=None,
         )
-        await self.ws.send(
-            encode(
-                Action.REGISTER_CLIENT,
-                {
-                    "session_id": self.session_id,
-                    "page_name": "",
-                    "page": {"route": self.route, "width": 1280, "height": 720},
-                },
-            )
-        )
+        await self.ws.send(self.register_frame())
         self._reader = asyncio.create_task(self._read())
         await self.wait_for(lambda: bool(self.page), timeout=30)
         return self
@@ -256,17 +350,6 @@ class FletClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    def _client_storage(self, name: str, args: Any) -> Any:
-        key = str(args.get("key")) if isinstance(args, dict) else ""
-        if name == "get":
-            return self.storage.get(key)
-        if name == "set":
-            self.storage[key] = args["value"]
-            return True
-        if name == "remove":
-            return self.storage.pop(key, None) is not None
-        return None
 
     # --- reading -------------------------------------------------------------
 
@@ -292,57 +375,10 @@ class FletClient:
                 self._changed.notify_all()
 
     async def _apply(self, action: int, body: Any) -> None:
-        if action == Action.REGISTER_CLIENT:
-            self.session_id = body["session_id"]
-            self.page = body["page_patch"]
-            self.controls = {}
-            self._index(self.page)
-        elif action == Action.PATCH_CONTROL:
-            target = self.controls.get(body["id"])
-            if target is None:
-                # A control no longer on the page (e.g. a detached subtree still
-                # updated by its task): like the real client, ignore the patch.
-                self.stale_patches += 1
-                return
-            apply_patch(target, body["patch"], self._index, self._unindex)
-        elif action == Action.INVOKE_METHOD:
-            self.invocations.append((body["name"], body.get("args")))
-            result, error = None, None
-            try:
-                result = self.on_invoke(body["name"], body.get("args"))
-            except Exception as exc:
-                error = str(exc)
-            await self.send(
-                Action.INVOKE_METHOD,
-                {
-                    "control_id": body["control_id"],
-                    "call_id": body["call_id"],
-                    "result": result,
-                    "error": error,
-                },
-            )
-        elif action == Action.SESSION_CRASHED:
-            self.errors.append(body["message"])
-
-    def _index(self, value: Any) -> None:
-        if isinstance(value, dict):
-            if "_i" in value:
-                self.controls[value["_i"]] = value
-            for child in value.values():
-                self._index(child)
-        elif isinstance(value, list):
-            for child in value:
-                self._index(child)
-
-    def _unindex(self, value: Any) -> None:
-        if isinstance(value, dict):
-            if self.controls.get(value.get("_i")) is value:  # type: ignore[arg-type]
-                del self.controls[value["_i"]]
-            for child in value.values():
-                self._unindex(child)
-        elif isinstance(value, list):
-            for child in value:
-                self._unindex(child)
+        reply = self.mirror(action, body)
+        if reply is not None:
+            assert self.ws is not None
+            await self.ws.send(reply)
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10) -> None:
         """Wait until `predicate()` is true (checked after every frame).
@@ -358,17 +394,6 @@ class FletClient:
                     await self._changed.wait()
 
     # --- mirror --------------------------------------------------------------
-
-    def find(self, key: str) -> dict[str, Any]:
-        """The mirrored control whose `key` is `key` (KeyError if absent)."""
-        for control in self.controls.values():
-            if control.get("key") == key:
-                return control
-        raise KeyError(f"no control with key {key!r} in the mirror")
-
-    def value(self, key: str, prop: str = "value") -> Any:
-        """A property of the control with `key`, e.g. a Text's `value`."""
-        return self.find(key).get(prop)
 
     def patch_frames(self) -> list[Frame]:
         """Frames that carried PATCH_CONTROL."""

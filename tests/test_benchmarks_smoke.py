@@ -172,3 +172,37 @@ def test_bench_build_smoke_builds_the_same_pages_in_both_modes(tmp_path):
     for label in ("first visit", "rehydrate", "component re-render"):
         assert any(row.startswith(label) for row in rows), report
     assert "- Flet's page build >= 2x faster" in report, report
+
+
+# --- bench_loadgen -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("locust") is None,
+    reason="the Locust generator needs locust (pip install -e '.[test]')",
+)
+@pytest.mark.timeout(300)
+def test_bench_loadgen_smoke_measures_both_generators_clicking_without_failures(
+    tmp_path,
+):
+    report = run_benchmark("bench_loadgen.py", tmp_path / "loadgen.md", "--smoke")
+    header = next(c for c in map(cells, report.splitlines()) if c[:1] == ["generator"])
+    rows = {
+        (row[0], row[1]): dict(zip(header, row, strict=True))
+        for row in map(cells, report.splitlines())
+        if row[:1] in (["cli"], ["locust"])
+    }
+    assert set(rows) == {(g, w) for g in ("cli", "locust") for w in ("idle", "clicks")}
+    for (_, window), row in rows.items():
+        assert row["connected"] == "10/10", report
+        assert float(row["CPU ms per user-second"]) > 0, report  # measured
+        if window == "clicks":
+            assert int(row["clicks"]) >= 10 and row["failures"] == "0", report
+    assert "- cheaper per clicking user: " in report, report
+
+
+def cells(line: str) -> list[str]:
+    """A markdown table line's cells ([] for any other line)."""
+    if not line.startswith("| "):
+        return []
+    return [cell.strip() for cell in line.strip("|").split("|")]
