@@ -29,6 +29,7 @@ from flet.controls.page import Page
 from flet.messaging.session import Session
 
 from flet_resilient import adapter, overload
+from flet_resilient.checks import check_positive
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import count, register_section
 from flet_resilient.switch import disabled
@@ -214,8 +215,7 @@ def _has_dirty_ancestor(control: BaseControl, dirty: dict[int, BaseControl]) -> 
 
 
 def _validate(max_hz: float, max_backlog_bytes: int) -> None:
-    if isinstance(max_hz, bool) or not isinstance(max_hz, (int, float)) or max_hz <= 0:
-        raise ValueError(f"max_hz must be a number > 0, got {max_hz!r}")
+    check_positive("max_hz", max_hz)
     if not isinstance(max_backlog_bytes, int) or max_backlog_bytes < 0:
         raise ValueError(
             f"max_backlog_bytes must be an int >= 0, got {max_backlog_bytes!r}"

@@ -26,6 +26,7 @@ from flet.messaging.session import Session
 
 from flet_resilient import adapter, memory, persist, recycle
 from flet_resilient.background import spawn
+from flet_resilient.checks import check_positive, check_seconds
 from flet_resilient.codec import decode_state, encode_state
 from flet_resilient.durable import DurableStore, StoreUnavailable, store_latency
 from flet_resilient.identity import Identity
@@ -390,11 +391,7 @@ def _validate(**options: Any) -> None:
         "store_timeout",
         "save_delay",
     ):
-        value = options[name]
-        if name == "save_delay" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+        check_seconds(name, options[name], optional=name == "save_delay")
     for name in (
         "max_sessions",
         "memory_budget",
@@ -402,11 +399,13 @@ def _validate(**options: Any) -> None:
         "recycle_rss",
         "recycle_idle_rss",
     ):
-        limit = options[name]
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-        ):
-            raise ValueError(f"{name} must be a positive int or None, got {limit!r}")
+        check_positive(
+            name,
+            options[name],
+            expected="a positive int or None",
+            optional=True,
+            integral=True,
+        )
 
 
 def _validate_callables(state: Any, on_evict: Any, release_memory: Any) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 import anyio
 
 from flet_resilient import adapter
+from flet_resilient.checks import check_positive_int
 from flet_resilient.errors import JobCancelled, JobDropped, OffloadTimeout
 from flet_resilient.metrics import count, register_section
 from flet_resilient.slots import POLICIES, FairSlots, Policy
@@ -134,9 +135,8 @@ def configure_offload(
     it). Running pools are replaced on the next call; no arguments restores
     the defaults.
     """
-    for label, value in (("processes", processes), ("threads", threads)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label} must be a positive int, got {value!r}")
+    check_positive_int("processes", processes)
+    check_positive_int("threads", threads)
     if not isinstance(worker_nice, int) or not 0 <= worker_nice <= 19:
         raise ValueError(
             f"worker_nice must be an int from 0 to 19, got {worker_nice!r}"

@@ -34,6 +34,7 @@ from flet.messaging.session import Session
 
 from flet_resilient import adapter
 from flet_resilient.background import spawn
+from flet_resilient.checks import check_positive_int, check_seconds
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import count, register_section
 from flet_resilient.switch import disabled
@@ -336,11 +337,9 @@ def buffer_reconnects(
     """
     if callable(window):
         raise TypeError("use @buffer_reconnects() or @buffer_reconnects(window=...)")
-    if isinstance(window, bool) or not isinstance(window, (int, float)) or window <= 0:
-        raise ValueError(f"window must be a number of seconds > 0, got {window!r}")
-    for name, value in (("max_messages", max_messages), ("max_bytes", max_bytes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_seconds("window", window)
+    check_positive_int("max_messages", max_messages)
+    check_positive_int("max_bytes", max_bytes)
     if overflow not in OVERFLOWS:
         raise ValueError(f"overflow must be one of {OVERFLOWS}, got {overflow!r}")
     options = ReconnectOptions(window, max_messages, max_bytes, overflow, bind_ip)
