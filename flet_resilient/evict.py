@@ -18,6 +18,7 @@ import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from cachetools import TLRUCache
@@ -85,30 +86,40 @@ class _SessionCache(TLRUCache):
         return session, connected
 
 
+@dataclass(frozen=True)
+class EvictOptions:
+    """What `evict_idle` was asked for about keeping sessions (checked when made)."""
+
+    idle_ttl: float
+    disconnected_ttl: float
+    max_sessions: int | None
+    memory_budget: int | None
+    sweep_interval: float
+    state: Callable[[], Any] | None
+    on_evict: Callable[[Page], Any] | None
+    release_memory: bool
+
+    def __post_init__(self) -> None:
+        for name in ("idle_ttl", "disconnected_ttl", "sweep_interval"):
+            check_seconds(name, getattr(self, name))
+        for name in ("max_sessions", "memory_budget"):
+            _check_limit(name, getattr(self, name))
+        _validate_callables(self.state, self.on_evict, self.release_memory)
+
+
 class _Tracker:
     """The sessions of one `@evict_idle` app and how to evict them."""
 
-    def __init__(
-        self,
-        idle_ttl: float,
-        disconnected_ttl: float,
-        max_sessions: int | None,
-        memory_budget: int | None,
-        sweep_interval: float,
-        state: Callable[[], Any] | None,
-        policy: persist.SavePolicy,
-        on_evict: Callable[[Page], Any] | None,
-        release_memory: bool,
-    ) -> None:
-        self.idle_ttl = idle_ttl
-        self.disconnected_ttl = disconnected_ttl
-        self.memory_budget = memory_budget
-        self.sweep_interval = sweep_interval
-        self.state_factory = state
+    def __init__(self, options: EvictOptions, policy: persist.SavePolicy) -> None:
+        self.idle_ttl = options.idle_ttl
+        self.disconnected_ttl = options.disconnected_ttl
+        self.memory_budget = options.memory_budget
+        self.sweep_interval = options.sweep_interval
+        self.state_factory = options.state
         self.policy = policy
-        self.on_evict = on_evict
-        self.release_memory = release_memory
-        self.cache = _SessionCache(self, max_sessions or sys.maxsize)
+        self.on_evict = options.on_evict
+        self.release_memory = options.release_memory
+        self.cache = _SessionCache(self, options.max_sessions or sys.maxsize)
         self._evicting: weakref.WeakSet[Session] = weakref.WeakSet()
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -326,20 +337,24 @@ def evict_idle(
     """
     if callable(idle_ttl):
         raise TypeError("use @evict_idle() or @evict_idle(idle_ttl=...)")
+    options = EvictOptions(
+        idle_ttl,
+        disconnected_ttl,
+        max_sessions,
+        memory_budget,
+        sweep_interval,
+        state,
+        on_evict,
+        release_memory,
+    )
     _validate(
-        idle_ttl=idle_ttl,
-        disconnected_ttl=disconnected_ttl,
-        sweep_interval=sweep_interval,
         state_ttl=state_ttl,
         store_timeout=store_timeout,
         save_delay=save_delay,
-        max_sessions=max_sessions,
-        memory_budget=memory_budget,
         recycle_after=recycle_after,
         recycle_rss=recycle_rss,
         recycle_idle_rss=recycle_idle_rss,
     )
-    _validate_callables(state, on_evict, release_memory)
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"name must be a non-empty string or None, got {name!r}")
     durable = DurableStore(store or default_store(), store_timeout)
@@ -350,17 +365,7 @@ def evict_idle(
     def decorate(main: Main) -> Main:
         identity = Identity(secret, app=name or _app_name(main))
         policy = persist.SavePolicy(durable, identity, state_ttl, save_delay)
-        tracker = _Tracker(
-            idle_ttl,
-            disconnected_ttl,
-            max_sessions,
-            memory_budget,
-            sweep_interval,
-            state,
-            policy,
-            on_evict,
-            release_memory,
-        )
+        tracker = _Tracker(options, policy)
 
         def install(page: Page) -> None:
             _trackers[page.session] = tracker  # app_state works even when disabled
@@ -383,32 +388,21 @@ def _app_name(main: Callable[..., Any]) -> str:
 
 def _validate(**options: Any) -> None:
     """Seconds must be > 0 (`save_delay` may be None); limits positive ints."""
-    for name in (
-        "idle_ttl",
-        "disconnected_ttl",
-        "sweep_interval",
-        "state_ttl",
-        "store_timeout",
-        "save_delay",
-    ):
+    for name in ("state_ttl", "store_timeout", "save_delay"):
         check_seconds(name, options[name], optional=name == "save_delay")
-    for name in (
-        "max_sessions",
-        "memory_budget",
-        "recycle_after",
-        "recycle_rss",
-        "recycle_idle_rss",
-    ):
-        check_positive(
-            name,
-            options[name],
-            expected="a positive int or None",
-            optional=True,
-            integral=True,
-        )
+    for name in ("recycle_after", "recycle_rss", "recycle_idle_rss"):
+        _check_limit(name, options[name])
+
+
+def _check_limit(name: str, limit: Any) -> None:
+    """A limit is a positive int, or None for no limit."""
+    check_positive(
+        name, limit, expected="a positive int or None", optional=True, integral=True
+    )
 
 
 def _validate_callables(state: Any, on_evict: Any, release_memory: Any) -> None:
+    """`state` and `on_evict` are callables (or None), `release_memory` a bool."""
     if state is not None and not callable(state):
         raise TypeError(f"state must be a dataclass or a factory, got {state!r}")
     if not isinstance(release_memory, bool):

@@ -353,10 +353,40 @@ def buffer_reconnects(
         if disabled():
             return main
         wrapped = wrap_main(main, install, "buffer_reconnects")
-        setattr(wrapped, adapter.POLICY_ATTRIBUTE, options)
+        setattr(wrapped, POLICY_ATTRIBUTE, options)
         return wrapped
 
     return decorate
+
+
+POLICY_ATTRIBUTE = "__flet_resilient_reconnect__"
+"""Where a decorated `main` carries its `ReconnectOptions` (server-level)."""
+
+
+def _options(main: Any) -> ReconnectOptions | None:
+    """The reconnect options of an app's `main`, if it buffers reconnects."""
+    return getattr(main, POLICY_ATTRIBUTE, None)
+
+
+async def _take_over(session: Session, main: Any) -> None:
+    """A client of a `buffer_reconnects` app takes its session over from a
+    stale, still-attached socket (Flet would make it a brand-new one)."""
+    if _options(main) is None:
+        return
+    count("reconnect.takeovers")
+    tag = adapter.session_tag(session)
+    logger.info("session %s taken over from a stale socket", tag)
+    await adapter.take_over(session)
+
+
+def _keyed_without_ip(main: Any) -> bool:
+    """Unless `bind_ip`, a session outlives its client's IP (Wi-Fi -> cellular)."""
+    options = _options(main)
+    return options is not None and not options.bind_ip
+
+
+adapter.on_stale_socket(_take_over)
+adapter.key_without_ip(_keyed_without_ip)
 
 
 def _section() -> dict[str, Any]:
