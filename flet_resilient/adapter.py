@@ -224,13 +224,6 @@ def _run_hooks(event: SessionEvent, session: Session) -> None:
             logger.exception("session %s hook %r failed", event, hook)
 
 
-def _session_key(app: FletApp) -> str | None:
-    session = app._FletApp__session
-    if session is None:
-        return None
-    return app._FletApp__get_unique_session_id(session.id)
-
-
 _live_apps: weakref.WeakSet[FletApp] = weakref.WeakSet()
 
 
@@ -888,7 +881,7 @@ async def _handle(self: FletApp, websocket: Any) -> None:
         session = self._FletApp__session
         if session is not None and session.connection is self:
             await app_manager.disconnect_session(
-                _session_key(self),
+                self._FletApp__get_unique_session_id(session.id),
                 self._FletApp__session_timeout_seconds,
             )
 
@@ -900,8 +893,9 @@ async def _send_loop(self: FletApp) -> None:
     try:
         await _flet["FletApp._FletApp__send_loop"](self)
     except Exception:
-        with contextlib.suppress(Exception):
-            await websocket.close()
+        if websocket is not None:
+            with contextlib.suppress(Exception):
+                await websocket.close()
         raise
 
 
@@ -1060,7 +1054,8 @@ def _update(self: BaseControl) -> None:
 def _send_message(self: FletApp, message: Any) -> None:
     """One-shot messages do not overtake the patches deferred before them;
     messages get a short repr (unless flet-web's debug log is on)."""
-    sink = _sinks.get(self._FletApp__session)
+    session = self._FletApp__session
+    sink = _sinks.get(session) if session is not None else None
     if sink is not None and message.action in _ORDERED_ACTIONS:
         sink.flush()
     if not _transport_log.isEnabledFor(logging.DEBUG):
@@ -1143,8 +1138,8 @@ def _install() -> None:
     if installed():
         return
     _check_flet()
-    FletApp._flet_resilient_installed = True
-    FletApp._FletApp__send_queue = _SendQueueSlot()
+    setattr(FletApp, "_flet_resilient_installed", True)  # noqa: B010 (not Flet's)
+    FletApp._FletApp__send_queue = _SendQueueSlot()  # type: ignore[assignment]
     _tolerate_undecodable()
     for owner, name, wrapper in WRAPPERS:
         _wrap(owner, name, wrapper)
@@ -1438,7 +1433,8 @@ async def close_sockets(code: int = 1012, reason: str = "server restarting") -> 
     websockets = [app._FletApp__websocket for app in list(_live_apps)]
     for websocket in websockets:
         with contextlib.suppress(Exception):
-            await websocket.close(code=code, reason=reason)
+            if websocket is not None:
+                await websocket.close(code=code, reason=reason)
     return len(websockets)
 
 
@@ -1448,8 +1444,8 @@ def is_connected(session: Session) -> bool:
 
 
 def _transport_section() -> dict[str, int]:
-    queues = [app._FletApp__send_queue for app in list(_live_apps)]
-    queues = [q for q in queues if isinstance(q, SendQueue)]
+    slots = [app._FletApp__send_queue for app in list(_live_apps)]
+    queues = [q for q in slots if isinstance(q, SendQueue)]
     return {
         "sockets": len(queues),
         "backlog_frames": sum(q.qsize() for q in queues),
