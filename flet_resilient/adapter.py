@@ -64,6 +64,7 @@ from flet_web.fastapi.flet_fastapi import FastAPI as FletFastAPI
 
 from flet_resilient.background import spawn
 from flet_resilient.metrics import count, register_section
+from flet_resilient.session_data import data_of, find
 from flet_resilient.switch import disabled, speedups_off
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "PatchSink",
     "SendQueue",
     "UnsupportedFletVersion",
+    "add_outbox",
     "came_from_elsewhere",
     "cannot_route",
     "close_session",
@@ -109,7 +111,6 @@ __all__ = [
     "session_tag",
     "sessions",
     "set_inbound_guard",
-    "set_outbox",
     "set_patch_sink",
     "speedups",
     "speedups_on",
@@ -283,7 +284,6 @@ class PatchSink(Protocol):
         """A `patch_control` call of `shape` could not be deferred: sent at once."""
 
 
-_sinks: weakref.WeakKeyDictionary[Session, PatchSink] = weakref.WeakKeyDictionary()
 _held: dict[int, PatchSink] = {}
 """id(control) -> the sink holding its patch: a repeated `update()` of a
 control that is still pending skips Flet's page lookups (most of its cost)."""
@@ -302,10 +302,15 @@ def release(control: BaseControl) -> None:
 def set_patch_sink(session: Session, sink: PatchSink | None) -> None:
     """Route the session's plain `update()` patches and its components'
     re-renders to `sink` (None: directly)."""
-    if sink is None:
-        _sinks.pop(session, None)
-    else:
-        _sinks[session] = sink
+    data = find(session) if sink is None else data_of(session)
+    if data is not None:
+        data.sink = sink
+
+
+def _sink(session: Session) -> PatchSink | None:
+    """The session's patch sink, if it has one."""
+    data = find(session)
+    return data.sink if data is not None else None
 
 
 _sending: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -363,18 +368,20 @@ class Outbox(Protocol):
         """The client answered the `invoke_method` call `call_id`."""
 
 
-_outboxes: weakref.WeakKeyDictionary[Session, Outbox] = weakref.WeakKeyDictionary()
+def add_outbox(session: Session, outbox: Outbox) -> None:
+    """Show the session's outgoing messages to `outbox` too (each outbox sees
+    every message; one that keeps it keeps it from being sent)."""
+    outboxes = data_of(session).outboxes
+    if outbox not in outboxes:
+        outboxes.append(outbox)
 
 
-def set_outbox(session: Session, outbox: Outbox | None) -> None:
-    """Show the session's outgoing messages to `outbox` (None: stop)."""
-    if outbox is None:
-        _outboxes.pop(session, None)
-    else:
-        _outboxes[session] = outbox
+def _outboxes(session: Session) -> list[Outbox]:
+    """The outboxes watching the session's messages (often none)."""
+    data = find(session)
+    return data.outboxes if data is not None else []
 
 
-_session_mains: weakref.WeakKeyDictionary[Session, Any] = weakref.WeakKeyDictionary()
 _from_elsewhere: weakref.WeakSet[Any] = weakref.WeakSet()
 """Sockets, then sessions, that presented a session id this process lacks."""
 
@@ -400,10 +407,11 @@ async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
         _from_elsewhere.add(app)
         return
     main = app._FletApp__main
-    if _session_mains.get(candidate, main) is not main:
+    known = session_main(candidate)
+    if known is not None and known is not main:
         _refuse_session(candidate, body, "another app")
         return
-    bound = _bindings.get(candidate)
+    bound = data_of(candidate).binding
     if bound is not None and bound != browser_binding(app):
         _refuse_session(candidate, body, "a browser without its binding cookie")
         return
@@ -472,7 +480,6 @@ def _refuse_session(candidate: Session, body: dict[str, Any], to: str) -> None:
 BINDING_COOKIE = "flet_resilient_bind"
 """An HttpOnly cookie set on the page load: a session goes back only to the
 browser that created it, so its id alone (a leaked log line) is not enough."""
-_bindings: weakref.WeakKeyDictionary[Session, str] = weakref.WeakKeyDictionary()
 
 
 def browser_binding(app: FletApp) -> str | None:
@@ -518,11 +525,10 @@ def _note_registered(app: FletApp) -> None:
     session = app._FletApp__session
     if session is None:
         return
-    if session not in _session_mains:
-        _session_mains[session] = app._FletApp__main
-        binding = browser_binding(app)
-        if binding is not None:
-            _bindings[session] = binding
+    data = data_of(session)
+    if data.main is None:
+        data.main = app._FletApp__main
+        data.binding = browser_binding(app)
         _run_hooks("created", session)
     if app in _from_elsewhere:
         _from_elsewhere.discard(app)
@@ -531,7 +537,8 @@ def _note_registered(app: FletApp) -> None:
 
 def session_main(session: Session) -> Any:
     """The app `main` the session was created for (None if not known)."""
-    return _session_mains.get(session)
+    data = find(session)
+    return data.main if data is not None else None
 
 
 # --- inbound screening --------------------------------------------------------
@@ -931,9 +938,11 @@ async def _disconnect(self: Session, session_timeout_seconds: int) -> None:
 
 
 def _session_send(self: Session, message: Any) -> None:
-    """Send unless the session's outbox keeps the message."""
-    outbox = _outboxes.get(self)
-    if outbox is None or not outbox.capture(message):
+    """Show the message to each of the session's outboxes; send it unless one
+    keeps it."""
+    outboxes = _outboxes(self)
+    kept = [outbox.capture(message) for outbox in outboxes] if outboxes else ()
+    if not any(kept):
         _flet["Session._Session__send_message"](self, message)
 
 
@@ -944,9 +953,8 @@ def _invoke_results(
     result: Any,
     error: str | None,
 ) -> None:
-    """Tell the session's outbox a call was answered, then Flet."""
-    outbox = _outboxes.get(self)
-    if outbox is not None:
+    """Tell the session's outboxes a call was answered, then Flet."""
+    for outbox in _outboxes(self):
         outbox.answered(call_id)
     _flet["Session.handle_invoke_method_results"](
         self, control_id, call_id, result, error
@@ -1021,7 +1029,7 @@ def _unique_session_id(self: FletApp, session_id: str) -> str:
 
 def _patch_control(self: Session, control: BaseControl, *args: Any, **kw: Any) -> None:
     """A plain `update()` patch goes to the session's sink, if it has one."""
-    sink = _sinks.get(self)
+    sink = _sink(self)
     if sink is None or _sending.get():  # caused by a diff the sink runs
         _flet["Session.patch_control"](self, control, *args, **kw)
     elif _plain_patch(control, args, kw):
@@ -1035,7 +1043,7 @@ def _patch_control(self: Session, control: BaseControl, *args: Any, **kw: Any) -
 def _schedule_update(self: Session, control: BaseControl) -> None:
     """A component's re-render (its state changed in a handler, task or
     thread) waits in the session's sink instead of Flet's updates scheduler."""
-    sink = _sinks.get(self)
+    sink = _sink(self)
     if sink is not None and is_component(control):
         sink.defer(control)
     else:
@@ -1055,7 +1063,7 @@ def _send_message(self: FletApp, message: Any) -> None:
     """One-shot messages do not overtake the patches deferred before them;
     messages get a short repr (unless flet-web's debug log is on)."""
     session = self._FletApp__session
-    sink = _sinks.get(session) if session is not None else None
+    sink = _sink(session) if session is not None else None
     if sink is not None and message.action in _ORDERED_ACTIONS:
         sink.flush()
     if not _transport_log.isEnabledFor(logging.DEBUG):
@@ -1071,7 +1079,7 @@ def _page(self: BaseControl) -> Page:
         return original(self)
     except RuntimeError:
         current = _context_page.get()
-        sink = _sinks.get(current.session) if current is not None else None
+        sink = _sink(current.session) if current is not None else None
         if sink is None:
             raise
         sink.flush()

@@ -32,6 +32,7 @@ from flet_resilient import adapter, overload
 from flet_resilient.checks import check_positive
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import count, register_section
+from flet_resilient.session_data import SessionField
 from flet_resilient.switch import disabled
 
 __all__ = ["Coalescer", "coalesce_page", "coalesce_updates"]
@@ -41,7 +42,7 @@ logger = logging.getLogger("flet_resilient.coalesce")
 MAX_SLOWDOWN = 16
 """A backlogged session's rate drops to at most max_hz / MAX_SLOWDOWN."""
 
-_coalescers: weakref.WeakKeyDictionary[Session, Coalescer] = weakref.WeakKeyDictionary()
+_coalescers: SessionField[Coalescer] = SessionField("coalescer")
 
 
 class Coalescer:

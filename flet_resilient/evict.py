@@ -34,6 +34,7 @@ from flet_resilient.identity import Identity
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import Histogram, count, register_section
 from flet_resilient.secret import app_secret
+from flet_resilient.session_data import SessionField
 from flet_resilient.stores import StateStore, default_store
 from flet_resilient.switch import disabled
 
@@ -185,7 +186,7 @@ class _Tracker:
             memory.trim_soon()
 
 
-_trackers: weakref.WeakKeyDictionary[Session, _Tracker] = weakref.WeakKeyDictionary()
+_trackers: SessionField[_Tracker] = SessionField("tracker")
 _TRACKER_ATTRIBUTE = "__flet_resilient_evict__"
 """Where a decorated main carries its tracker (for sessions it never ran on)."""
 

@@ -37,6 +37,7 @@ from flet_resilient.background import spawn
 from flet_resilient.checks import check_positive_int, check_seconds
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import count, register_section
+from flet_resilient.session_data import SessionField
 from flet_resilient.switch import disabled
 
 __all__ = ["ReplayBuffer", "buffer_reconnects", "connected", "is_connected"]
@@ -270,8 +271,8 @@ class ReplayBuffer:
         return entry
 
 
-_buffers: weakref.WeakKeyDictionary[Session, ReplayBuffer] = weakref.WeakKeyDictionary()
-_presence: weakref.WeakKeyDictionary[Session, anyio.Event] = weakref.WeakKeyDictionary()
+_buffers: SessionField[ReplayBuffer] = SessionField("replay")
+_presence: SessionField[anyio.Event] = SessionField("presence")
 
 
 def _on_attached(session: Session) -> None:
@@ -347,7 +348,7 @@ def buffer_reconnects(
     def install(page: Page) -> None:
         buffer = ReplayBuffer(page.session, options)
         _buffers[page.session] = buffer
-        adapter.set_outbox(page.session, buffer)
+        adapter.add_outbox(page.session, buffer)
 
     def decorate(main: Main) -> Main:
         if disabled():
