@@ -382,14 +382,16 @@ def _outboxes(session: Session) -> list[Outbox]:
     return data.outboxes if data is not None else []
 
 
-_from_elsewhere: weakref.WeakSet[Any] = weakref.WeakSet()
-"""Sockets, then sessions, that presented a session id this process lacks."""
+_from_elsewhere: weakref.WeakSet[FletApp] = weakref.WeakSet()
+"""Sockets that presented a session id this process lacks (their session,
+once made, is marked `from_elsewhere`)."""
 
 
 def came_from_elsewhere(session: Session) -> bool:
     """Whether the session began as a reconnect of a session this process
     never had (e.g. one held by another worker, or by a restarted one)."""
-    return session in _from_elsewhere
+    data = find(session)
+    return data is not None and data.from_elsewhere
 
 
 async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
@@ -532,7 +534,7 @@ def _note_registered(app: FletApp) -> None:
         _run_hooks("created", session)
     if app in _from_elsewhere:
         _from_elsewhere.discard(app)
-        _from_elsewhere.add(session)
+        data.from_elsewhere = True
 
 
 def session_main(session: Session) -> Any:
@@ -736,32 +738,6 @@ def _known_target(app: FletApp, session: Session, body: dict[str, Any]) -> bool:
         return True
     _refuse(app, "events_unknown", "events for controls the page does not have")
     return False
-
-
-def _screened(
-    on_message: Callable[[FletApp, Any], Awaitable[None]],
-) -> Callable[[FletApp, Any], Awaitable[None]]:
-    """Flet's message handler behind the inbound screen: what it cannot take
-    or the limits refuse is dropped and counted, and its own failure on a
-    message no longer ends the socket (except a failed REGISTER_CLIENT's)."""
-
-    @functools.wraps(on_message)
-    async def screened(self: FletApp, data: Any) -> None:
-        """Drop what is malformed or refused; hand the rest to Flet, quietly."""
-        reason = _malformed(data)
-        if reason is not None:
-            _refuse(self, "malformed", reason)
-            return
-        if not await _admitted(self, data[0], data[1]):
-            return
-        try:
-            await on_message(self, _quiet(data))
-        except Exception as exc:
-            _refuse(self, "malformed", f"a message Flet failed on: {exc!r:.200}", exc)
-            if data[0] == MessageAction.REGISTER_CLIENT.value:
-                await _close_socket(self, 1002, "register failed")
-
-    return screened
 
 
 class _GuardedSocket:

@@ -50,7 +50,7 @@ OVERFLOWS: tuple[Overflow, ...] = ("drop_oldest", "reload")
 
 @dataclass(frozen=True)
 class ReconnectOptions:
-    """What `buffer_reconnects` was asked for (also read by the adapter)."""
+    """What `buffer_reconnects` was asked for (on its main: `POLICY_ATTRIBUTE`)."""
 
     window: float
     max_messages: int

@@ -34,6 +34,8 @@ class SessionData:
     """The app `main` the session was created for (the seam's ownership check)."""
     binding: str | None = None
     """The browser-binding cookie of the browser that created it."""
+    from_elsewhere: bool = False
+    """It began as a reconnect of a session this process never had."""
     sink: PatchSink | None = None
     """Takes the session's plain `update()` patches (a coalescer): a deferred
     patch has one sender, so there is one sink."""
