@@ -366,19 +366,23 @@ def evict_idle(
     def decorate(main: Main) -> Main:
         identity = Identity(secret, app=name or _app_name(main))
         policy = persist.SavePolicy(durable, identity, state_ttl, save_delay)
-        tracker = _Tracker(options, policy)
-
-        def install(page: Page) -> None:
-            _trackers[page.session] = tracker  # app_state works even when disabled
-            if not disabled():
-                tracker.touch(page.session)
-                recycler.session_started()
-
-        wrapped = wrap_main(main, install, "evict_idle")
-        setattr(wrapped, _TRACKER_ATTRIBUTE, tracker)
-        return wrapped
+        return _tracked(main, _Tracker(options, policy), recycler)
 
     return decorate
+
+
+def _tracked(main: Main, tracker: _Tracker, recycler: recycle.Recycler) -> Main:
+    """`main` whose sessions `tracker` evicts (and `recycler` counts)."""
+
+    def install(page: Page) -> None:
+        _trackers[page.session] = tracker  # app_state works even when disabled
+        if not disabled():
+            tracker.touch(page.session)
+            recycler.session_started()
+
+    wrapped = wrap_main(main, install, "evict_idle")
+    setattr(wrapped, _TRACKER_ATTRIBUTE, tracker)
+    return wrapped
 
 
 def _app_name(main: Callable[..., Any]) -> str:
