@@ -13,10 +13,12 @@ server, never by an import) checks that every method it wraps exists
 * the per-socket send queue is thread-safe (a worker thread's `update()` wakes
   the loop at once instead of waiting ~100 ms) and measures its backlog;
 * hooks the mitigations plug into: a patch sink per session (coalescing; it
-  takes plain `update()` patches and declarative components' re-renders), an
-  outbox per session (replay buffer), session lifecycle events, and the
-  REGISTER_CLIENT vetting that keeps sessions to their app and takes a session
-  over from a stale socket;
+  takes plain `update()` patches and declarative components' re-renders),
+  outboxes per session (the replay buffer, ...), session and socket events,
+  the REGISTER_CLIENT vetting that keeps sessions to their app and browser,
+  and hooks for a session found on a stale socket (`take_over`) and for
+  sessions keyed without the client IP (`key_without_ip`); what is kept per
+  session lives in one `session_data.SessionData`;
 * inbound screening: one session per socket, frames and messages Flet cannot
   take are dropped and counted instead of ending the socket, and an
   `InboundGuard` (see `limits`) bounds frame size, event rate and new sessions;
