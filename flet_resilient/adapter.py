@@ -13,10 +13,12 @@ server, never by an import) checks that every method it wraps exists
 * the per-socket send queue is thread-safe (a worker thread's `update()` wakes
   the loop at once instead of waiting ~100 ms) and measures its backlog;
 * hooks the mitigations plug into: a patch sink per session (coalescing; it
-  takes plain `update()` patches and declarative components' re-renders), an
-  outbox per session (replay buffer), session lifecycle events, and the
-  REGISTER_CLIENT vetting that keeps sessions to their app and takes a session
-  over from a stale socket;
+  takes plain `update()` patches and declarative components' re-renders),
+  outboxes per session (the replay buffer, ...), session and socket events,
+  the REGISTER_CLIENT vetting that keeps sessions to their app and browser,
+  and hooks for a session found on a stale socket (`take_over`) and for
+  sessions keyed without the client IP (`key_without_ip`); what is kept per
+  session lives in one `session_data.SessionData`;
 * inbound screening: one session per socket, frames and messages Flet cannot
   take are dropped and counted instead of ending the socket, and an
   `InboundGuard` (see `limits`) bounds frame size, event rate and new sessions;
@@ -64,11 +66,10 @@ from flet_web.fastapi.flet_fastapi import FastAPI as FletFastAPI
 
 from flet_resilient.background import spawn
 from flet_resilient.metrics import count, register_section
+from flet_resilient.session_data import data_of, find
 from flet_resilient.switch import disabled, speedups_off
-from flet_resilient.watchdog import watch_loop
 
 __all__ = [
-    "POLICY_ATTRIBUTE",
     "SUPPORTED_FLET",
     "Admission",
     "HandlerRun",
@@ -77,6 +78,7 @@ __all__ = [
     "PatchSink",
     "SendQueue",
     "UnsupportedFletVersion",
+    "add_outbox",
     "came_from_elsewhere",
     "cannot_route",
     "close_session",
@@ -97,9 +99,12 @@ __all__ = [
     "is_connected",
     "is_flet_event",
     "is_one_shot",
+    "key_without_ip",
     "message_size",
     "on_session",
     "on_shutdown",
+    "on_socket",
+    "on_stale_socket",
     "patch_now",
     "release",
     "resend",
@@ -108,10 +113,10 @@ __all__ = [
     "session_tag",
     "sessions",
     "set_inbound_guard",
-    "set_outbox",
     "set_patch_sink",
     "speedups",
     "speedups_on",
+    "take_over",
 ]
 
 logger = logging.getLogger("flet_resilient")
@@ -222,13 +227,6 @@ def _run_hooks(event: SessionEvent, session: Session) -> None:
             logger.exception("session %s hook %r failed", event, hook)
 
 
-def _session_key(app: FletApp) -> str | None:
-    session = app._FletApp__session
-    if session is None:
-        return None
-    return app._FletApp__get_unique_session_id(session.id)
-
-
 _live_apps: weakref.WeakSet[FletApp] = weakref.WeakSet()
 
 
@@ -288,7 +286,6 @@ class PatchSink(Protocol):
         """A `patch_control` call of `shape` could not be deferred: sent at once."""
 
 
-_sinks: weakref.WeakKeyDictionary[Session, PatchSink] = weakref.WeakKeyDictionary()
 _held: dict[int, PatchSink] = {}
 """id(control) -> the sink holding its patch: a repeated `update()` of a
 control that is still pending skips Flet's page lookups (most of its cost)."""
@@ -307,10 +304,15 @@ def release(control: BaseControl) -> None:
 def set_patch_sink(session: Session, sink: PatchSink | None) -> None:
     """Route the session's plain `update()` patches and its components'
     re-renders to `sink` (None: directly)."""
-    if sink is None:
-        _sinks.pop(session, None)
-    else:
-        _sinks[session] = sink
+    data = find(session) if sink is None else data_of(session)
+    if data is not None:
+        data.sink = sink
+
+
+def _sink(session: Session) -> PatchSink | None:
+    """The session's patch sink, if it has one."""
+    data = find(session)
+    return data.sink if data is not None else None
 
 
 _sending: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -368,49 +370,39 @@ class Outbox(Protocol):
         """The client answered the `invoke_method` call `call_id`."""
 
 
-_outboxes: weakref.WeakKeyDictionary[Session, Outbox] = weakref.WeakKeyDictionary()
+def add_outbox(session: Session, outbox: Outbox) -> None:
+    """Show the session's outgoing messages to `outbox` too (each outbox sees
+    every message; one that keeps it keeps it from being sent)."""
+    outboxes = data_of(session).outboxes
+    if outbox not in outboxes:
+        outboxes.append(outbox)
 
 
-def set_outbox(session: Session, outbox: Outbox | None) -> None:
-    """Show the session's outgoing messages to `outbox` (None: stop)."""
-    if outbox is None:
-        _outboxes.pop(session, None)
-    else:
-        _outboxes[session] = outbox
+def _outboxes(session: Session) -> list[Outbox]:
+    """The outboxes watching the session's messages (often none)."""
+    data = find(session)
+    return data.outboxes if data is not None else []
 
 
-class ReconnectPolicy(Protocol):
-    """Server-level reconnect options an app's `main` carries (see `reconnect`)."""
-
-    bind_ip: bool
-
-
-POLICY_ATTRIBUTE = "__flet_resilient_reconnect__"
-
-
-def _policy(app: FletApp) -> ReconnectPolicy | None:
-    main = app._FletApp__main
-    return getattr(main, POLICY_ATTRIBUTE, None)
-
-
-_session_mains: weakref.WeakKeyDictionary[Session, Any] = weakref.WeakKeyDictionary()
-_from_elsewhere: weakref.WeakSet[Any] = weakref.WeakSet()
-"""Sockets, then sessions, that presented a session id this process lacks."""
+_from_elsewhere: weakref.WeakSet[FletApp] = weakref.WeakSet()
+"""Sockets that presented a session id this process lacks (their session,
+once made, is marked `from_elsewhere`)."""
 
 
 def came_from_elsewhere(session: Session) -> bool:
     """Whether the session began as a reconnect of a session this process
     never had (e.g. one held by another worker, or by a restarted one)."""
-    return session in _from_elsewhere
+    data = find(session)
+    return data is not None and data.from_elsewhere
 
 
 async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
     """Check a REGISTER_CLIENT that names an existing session.
 
-    A session belongs to the app (`main`) that created it: any other app
-    presenting its id gets a fresh session instead. With `buffer_reconnects`,
-    the owning app takes a session over from a stale, still-attached socket,
-    which Flet would otherwise answer with a brand-new session.
+    A session belongs to the app (`main`) that created it and to the browser
+    holding its binding cookie: anyone else presenting its id gets a fresh
+    session instead. A session still attached to another socket is offered
+    to the `on_stale_socket` hooks (which may `take_over` it).
     """
     key = app._FletApp__get_unique_session_id(body["session_id"])
     candidate = await app_manager.get_session(key)
@@ -419,25 +411,67 @@ async def _vet_register(app: FletApp, body: dict[str, Any]) -> None:
         _from_elsewhere.add(app)
         return
     main = app._FletApp__main
-    if _session_mains.get(candidate, main) is not main:
+    known = session_main(candidate)
+    if known is not None and known is not main:
         _refuse_session(candidate, body, "another app")
         return
-    bound = _bindings.get(candidate)
+    bound = data_of(candidate).binding
     if bound is not None and bound != browser_binding(app):
         _refuse_session(candidate, body, "a browser without its binding cookie")
         return
     stale = candidate.connection
-    if stale is None or stale is app or _policy(app) is None:
+    if stale is not None and stale is not app:
+        for hook in list(_stale_hooks):
+            await hook(candidate, main)
+
+
+_stale_hooks: list[Callable[[Session, Any], Awaitable[None]]] = []
+_ip_free: list[Callable[[Any], bool]] = []
+_socket_hooks: list[Callable[[], object]] = []
+
+
+def on_stale_socket(hook: Callable[[Session, Any], Awaitable[None]]) -> None:
+    """Await `hook(session, main)` when a client of app `main` registers with
+    the id of a session still attached to another (stale) socket: Flet alone
+    would answer it with a brand-new session."""
+    if hook not in _stale_hooks:
+        _stale_hooks.append(hook)
+
+
+async def take_over(session: Session) -> None:
+    """Detach `session` from its stale socket and close that socket, so the
+    registering client gets the session back."""
+    stale = session.connection
+    if stale is None:
         return
-    count("reconnect.takeovers")
-    logger.info("session %s taken over from a stale socket", session_tag(candidate))
-    websocket = stale._FletApp__websocket
+    websocket = _private(stale, "_FletApp__websocket")
     await app_manager.disconnect_session(
-        key,
-        stale._FletApp__session_timeout_seconds,
+        _private(stale, "_FletApp__get_unique_session_id")(session.id),
+        _private(stale, "_FletApp__session_timeout_seconds"),
     )
     if websocket is not None:
         spawn(websocket.close(), quiet=True)
+
+
+def key_without_ip(predicate: Callable[[Any], bool]) -> None:
+    """Key the sessions of every app whose `main` satisfies `predicate` by
+    page + id + User-Agent only, not the client IP (Flet's default)."""
+    if predicate not in _ip_free:
+        _ip_free.append(predicate)
+
+
+def on_socket(hook: Callable[[], object]) -> None:
+    """Call `hook()` on the loop whenever a client socket opens."""
+    if hook not in _socket_hooks:
+        _socket_hooks.append(hook)
+
+
+def _run_socket_hooks() -> None:
+    for hook in list(_socket_hooks):
+        try:
+            hook()
+        except Exception:
+            logger.exception("socket hook %r failed", hook)
 
 
 def _refuse_session(candidate: Session, body: dict[str, Any], to: str) -> None:
@@ -450,7 +484,6 @@ def _refuse_session(candidate: Session, body: dict[str, Any], to: str) -> None:
 BINDING_COOKIE = "flet_resilient_bind"
 """An HttpOnly cookie set on the page load: a session goes back only to the
 browser that created it, so its id alone (a leaked log line) is not enough."""
-_bindings: weakref.WeakKeyDictionary[Session, str] = weakref.WeakKeyDictionary()
 
 
 def browser_binding(app: FletApp) -> str | None:
@@ -496,20 +529,20 @@ def _note_registered(app: FletApp) -> None:
     session = app._FletApp__session
     if session is None:
         return
-    if session not in _session_mains:
-        _session_mains[session] = app._FletApp__main
-        binding = browser_binding(app)
-        if binding is not None:
-            _bindings[session] = binding
+    data = data_of(session)
+    if data.main is None:
+        data.main = app._FletApp__main
+        data.binding = browser_binding(app)
         _run_hooks("created", session)
     if app in _from_elsewhere:
         _from_elsewhere.discard(app)
-        _from_elsewhere.add(session)
+        data.from_elsewhere = True
 
 
 def session_main(session: Session) -> Any:
     """The app `main` the session was created for (None if not known)."""
-    return _session_mains.get(session)
+    data = find(session)
+    return data.main if data is not None else None
 
 
 # --- inbound screening --------------------------------------------------------
@@ -709,32 +742,6 @@ def _known_target(app: FletApp, session: Session, body: dict[str, Any]) -> bool:
     return False
 
 
-def _screened(
-    on_message: Callable[[FletApp, Any], Awaitable[None]],
-) -> Callable[[FletApp, Any], Awaitable[None]]:
-    """Flet's message handler behind the inbound screen: what it cannot take
-    or the limits refuse is dropped and counted, and its own failure on a
-    message no longer ends the socket (except a failed REGISTER_CLIENT's)."""
-
-    @functools.wraps(on_message)
-    async def screened(self: FletApp, data: Any) -> None:
-        """Drop what is malformed or refused; hand the rest to Flet, quietly."""
-        reason = _malformed(data)
-        if reason is not None:
-            _refuse(self, "malformed", reason)
-            return
-        if not await _admitted(self, data[0], data[1]):
-            return
-        try:
-            await on_message(self, _quiet(data))
-        except Exception as exc:
-            _refuse(self, "malformed", f"a message Flet failed on: {exc!r:.200}", exc)
-            if data[0] == MessageAction.REGISTER_CLIENT.value:
-                await _close_socket(self, 1002, "register failed")
-
-    return screened
-
-
 class _GuardedSocket:
     """A client's WebSocket as Flet sees it: a frame over the guard's size
     limit closes it (1009) before Flet decodes it, a text frame (which Flet
@@ -821,26 +828,266 @@ def _tolerate_undecodable() -> None:
     module.msgpack = _TolerantMsgpack()  # type: ignore[attr-defined]
 
 
-PATCHED: tuple[tuple[type, str], ...] = (
-    (FletApp, "handle"),
-    (FletApp, "send_message"),
-    (FletApp, "_FletApp__send_loop"),
-    (FletApp, "_FletApp__receive_loop"),
-    (FletApp, "_FletApp__on_message"),
-    (FletApp, "_FletApp__get_unique_session_id"),
-    (FletAppManager, "shutdown"),
-    (FletFastAPI, "__init__"),
-    (Session, "close"),
-    (Session, "attach_connection"),
-    (Session, "disconnect"),
-    (Session, "dispatch_event"),
-    (Session, "patch_control"),
-    (Session, "schedule_update"),
-    (Session, "handle_invoke_method_results"),
-    (Session, "_Session__send_message"),
-    (BaseControl, "page"),
-    (BaseControl, "update"),
+# --- the wrappers ---------------------------------------------------------------
+# Each replaces one Flet method (see `WRAPPERS`) and calls Flet's own through
+# `_flet`, filled by `install()`.
+
+_flet: dict[str, Any] = {}
+"""Flet's own methods, by `Owner.name`, as they were before `install()`."""
+
+
+def _fastapi_init(self: FletFastAPI, *args: Any, **kwargs: Any) -> None:
+    """Flet's FastAPI app, plus the browser-binding cookie middleware."""
+    _flet["FastAPI.__init__"](self, *args, **kwargs)
+    self.add_middleware(_BindingCookie)
+
+
+async def _shutdown(self: FletAppManager) -> None:
+    """Await the shutdown hooks (e.g. drain), then Flet's own cleanup."""
+    for hook in list(_shutdown_hooks):
+        try:
+            await hook()
+        except Exception:
+            logger.exception("shutdown hook %r failed", hook)
+    await _flet["FletAppManager.shutdown"](self)
+
+
+async def _handle(self: FletApp, websocket: Any) -> None:
+    """Serve a socket behind the inbound guard; its end always ends or
+    disconnects its session (Flet skips that when `send_bytes` raises)."""
+    _run_socket_hooks()
+    _live_apps.add(self)
+    try:
+        await _flet["FletApp.handle"](self, _GuardedSocket(websocket, self))
+    except Exception as exc:  # the send loop died on a vanished client
+        logger.debug("Flet socket ended with %r", exc)
+    finally:
+        _live_apps.discard(self)
+        session = self._FletApp__session
+        if session is not None and session.connection is self:
+            await app_manager.disconnect_session(
+                self._FletApp__get_unique_session_id(session.id),
+                self._FletApp__session_timeout_seconds,
+            )
+
+
+async def _send_loop(self: FletApp) -> None:
+    """Flet's send loop; when the client is gone, close the socket so the
+    receive loop ends too."""
+    websocket = self._FletApp__websocket
+    try:
+        await _flet["FletApp._FletApp__send_loop"](self)
+    except Exception:
+        if websocket is not None:
+            with contextlib.suppress(Exception):
+                await websocket.close()
+        raise
+
+
+async def _receive_loop(self: FletApp) -> None:
+    """Flet's receive loop; a socket that never registered stops its send loop."""
+    await _flet["FletApp._FletApp__receive_loop"](self)
+    queue = self._FletApp__send_queue
+    if self._FletApp__session is None and queue is not None:
+        queue.put_nowait(None)
+
+
+def _close(self: Session) -> None:
+    """Flet's close, the "closed" hooks, and no Session <-> FletApp cycle."""
+    _flet["Session.close"](self)
+    _run_hooks("closed", self)
+    # A session closed while connected keeps its socket's FletApp, which
+    # points back at it: a cycle only a full gc pass frees (over a second
+    # on a big heap). Dropping this edge lets reference counting free the
+    # session, page and controls as soon as the socket's handler ends.
+    self._Session__conn = None  # type: ignore[attr-defined]
+
+
+def _attach_connection(self: Session, conn: Any) -> None:
+    """Flet's attach, then the "attached" hooks."""
+    _flet["Session.attach_connection"](self, conn)
+    _run_hooks("attached", self)
+
+
+async def _disconnect(self: Session, session_timeout_seconds: int) -> None:
+    """Flet's disconnect, then the "disconnected" hooks."""
+    await _flet["Session.disconnect"](self, session_timeout_seconds)
+    _run_hooks("disconnected", self)
+
+
+def _session_send(self: Session, message: Any) -> None:
+    """Show the message to each of the session's outboxes; send it unless one
+    keeps it."""
+    outboxes = _outboxes(self)
+    kept = [outbox.capture(message) for outbox in outboxes] if outboxes else ()
+    if not any(kept):
+        _flet["Session._Session__send_message"](self, message)
+
+
+def _invoke_results(
+    self: Session,
+    control_id: int,
+    call_id: str,
+    result: Any,
+    error: str | None,
+) -> None:
+    """Tell the session's outboxes a call was answered, then Flet."""
+    for outbox in _outboxes(self):
+        outbox.answered(call_id)
+    _flet["Session.handle_invoke_method_results"](
+        self, control_id, call_id, result, error
+    )
+
+
+async def _dispatch_event(
+    self: Session, control_id: int, event_name: str, event_data: Any
+) -> None:
+    """Flet's dispatch; a client event's handler runs as a `HandlerRun`."""
+    original = _flet["Session.dispatch_event"]
+    if not _from_client.get():  # Flet's own connect/disconnect/close
+        await original(self, control_id, event_name, event_data)
+        return
+    run = HandlerRun()
+    token = _handler_run.set(run)
+    try:
+        await original(self, control_id, event_name, event_data)
+    finally:
+        run.active = False
+        _handler_run.reset(token)
+        _run_hooks("handled", self)
+
+
+async def _on_message(self: FletApp, data: Any) -> None:
+    """Flet's handler of one client message, then registration and activity."""
+    registering = data[0] == MessageAction.REGISTER_CLIENT.value
+    token = _from_client.set(data[0] == MessageAction.CONTROL_EVENT.value)
+    try:
+        await _flet["FletApp._FletApp__on_message"](self, data)
+    finally:
+        _from_client.reset(token)
+        if registering:
+            _note_registered(self)
+    session = self._FletApp__session
+    if data[0] in _CLIENT_ACTIVITY and session is not None:
+        _run_hooks("activity", session)
+
+
+async def _screened_message(self: FletApp, data: Any) -> None:
+    """Drop what is malformed or refused; hand the rest to Flet, quietly: its
+    own failure on a message no longer ends the socket (except a failed
+    REGISTER_CLIENT's)."""
+    reason = _malformed(data)
+    if reason is not None:
+        _refuse(self, "malformed", reason)
+        return
+    if not await _admitted(self, data[0], data[1]):
+        return
+    try:
+        await _on_message(self, _quiet(data))
+    except Exception as exc:
+        _refuse(self, "malformed", f"a message Flet failed on: {exc!r:.200}", exc)
+        if data[0] == MessageAction.REGISTER_CLIENT.value:
+            await _close_socket(self, 1002, "register failed")
+
+
+def _unique_session_id(self: FletApp, session_id: str) -> str:
+    """Flet's session key; without the client IP for apps a `key_without_ip`
+    predicate names (a phone whose IP changes keeps its session)."""
+    original = _flet["FletApp._FletApp__get_unique_session_id"]
+    main = self._FletApp__main
+    if not any(predicate(main) for predicate in _ip_free):
+        return original(self, session_id)
+    ip = self._FletApp__client_ip
+    self._FletApp__client_ip = ""
+    try:
+        return original(self, session_id)
+    finally:
+        self._FletApp__client_ip = ip
+
+
+def _patch_control(self: Session, control: BaseControl, *args: Any, **kw: Any) -> None:
+    """A plain `update()` patch goes to the session's sink, if it has one."""
+    sink = _sink(self)
+    if sink is None or _sending.get():  # caused by a diff the sink runs
+        _flet["Session.patch_control"](self, control, *args, **kw)
+    elif _plain_patch(control, args, kw):
+        sink.defer(control)
+    else:
+        sink.flush()  # what was deferred before it goes first
+        _flet["Session.patch_control"](self, control, *args, **kw)
+        sink.bypassed(_patch_shape(args, kw))
+
+
+def _schedule_update(self: Session, control: BaseControl) -> None:
+    """A component's re-render (its state changed in a handler, task or
+    thread) waits in the session's sink instead of Flet's updates scheduler."""
+    sink = _sink(self)
+    if sink is not None and is_component(control):
+        sink.defer(control)
+    else:
+        _flet["Session.schedule_update"](self, control)
+
+
+def _update(self: BaseControl) -> None:
+    """Flet's update, skipped when the control's patch is already pending."""
+    sink = _held.get(id(self))
+    if sink is not None and sink.merge(self):
+        context.mark_update_called()  # as Flet's update() would
+        return
+    _flet["BaseControl.update"](self)
+
+
+def _send_message(self: FletApp, message: Any) -> None:
+    """One-shot messages do not overtake the patches deferred before them;
+    messages get a short repr (unless flet-web's debug log is on)."""
+    session = self._FletApp__session
+    sink = _sink(session) if session is not None else None
+    if sink is not None and message.action in _ORDERED_ACTIONS:
+        sink.flush()
+    if not _transport_log.isEnabledFor(logging.DEBUG):
+        message = _QuietMessage(message.action, message.body)
+    _flet["FletApp.send_message"](self, message)
+
+
+def _page(self: BaseControl) -> Page:
+    """Flet's `control.page`; a control added by a still-deferred patch (so
+    not mounted yet) is found after the pending patches are sent."""
+    original = _flet["BaseControl.page"]
+    try:
+        return original(self)
+    except RuntimeError:
+        current = _context_page.get()
+        sink = _sink(current.session) if current is not None else None
+        if sink is None:
+            raise
+        sink.flush()
+        return original(self)
+
+
+WRAPPERS: tuple[tuple[type, str, Callable[..., Any]], ...] = (
+    (FletApp, "handle", _handle),
+    (FletApp, "send_message", _send_message),
+    (FletApp, "_FletApp__send_loop", _send_loop),
+    (FletApp, "_FletApp__receive_loop", _receive_loop),
+    (FletApp, "_FletApp__on_message", _screened_message),
+    (FletApp, "_FletApp__get_unique_session_id", _unique_session_id),
+    (FletAppManager, "shutdown", _shutdown),
+    (FletFastAPI, "__init__", _fastapi_init),
+    (Session, "close", _close),
+    (Session, "attach_connection", _attach_connection),
+    (Session, "disconnect", _disconnect),
+    (Session, "dispatch_event", _dispatch_event),
+    (Session, "patch_control", _patch_control),
+    (Session, "schedule_update", _schedule_update),
+    (Session, "handle_invoke_method_results", _invoke_results),
+    (Session, "_Session__send_message", _session_send),
+    (BaseControl, "page", _page),
+    (BaseControl, "update", _update),
 )
+"""Each Flet method the seam wraps, and its wrapper (a property's getter for
+`page`)."""
+
+PATCHED: tuple[tuple[type, str], ...] = tuple((o, n) for o, n, _ in WRAPPERS)
 """The Flet methods the seam wraps (tests/test_flet_contract.py checks their
 signatures); with the instance attributes read through `_private`, this is
 the written list of what flet-resilient depends on."""
@@ -873,243 +1120,29 @@ def _private(obj: object, name: str) -> Any:
 
 
 def _install() -> None:
+    """Check every Flet internal the seam needs, then wrap each `WRAPPERS` one."""
     if installed():
         return
     _check_flet()
-    FletApp._flet_resilient_installed = True
-    FletApp._FletApp__send_queue = _SendQueueSlot()
+    setattr(FletApp, "_flet_resilient_installed", True)  # noqa: B010 (not Flet's)
+    FletApp._FletApp__send_queue = _SendQueueSlot()  # type: ignore[assignment]
     _tolerate_undecodable()
-
-    original_handle = FletApp.handle
-    original_send_loop = FletApp._FletApp__send_loop
-    original_receive_loop = FletApp._FletApp__receive_loop
-    original_close = Session.close
-    original_attach = Session.attach_connection
-    original_disconnect = Session.disconnect
-    original_session_send = Session._Session__send_message  # type: ignore[attr-defined]
-    original_invoke_results = Session.handle_invoke_method_results
-    original_dispatch_event = Session.dispatch_event
-    original_on_message = FletApp._FletApp__on_message
-    original_unique_id = FletApp._FletApp__get_unique_session_id
-    original_patch_control = Session.patch_control
-    original_schedule_update = Session.schedule_update
-    original_send_message = FletApp.send_message
-    original_page = BaseControl.page.fget  # type: ignore[attr-defined]
-    original_update = BaseControl.update
-    original_shutdown = FletAppManager.shutdown
-    original_fastapi_init = FletFastAPI.__init__
-
-    @functools.wraps(original_fastapi_init)
-    def fastapi_init(self: FletFastAPI, *args: Any, **kwargs: Any) -> None:
-        original_fastapi_init(self, *args, **kwargs)
-        self.add_middleware(_BindingCookie)
-
-    @functools.wraps(original_shutdown)
-    async def shutdown(self: FletAppManager) -> None:
-        for hook in list(_shutdown_hooks):
-            try:
-                await hook()
-            except Exception:
-                logger.exception("shutdown hook %r failed", hook)
-        await original_shutdown(self)
-
-    @functools.wraps(original_handle)
-    async def handle(self: FletApp, websocket: Any) -> None:
-        watch_loop()
-        _live_apps.add(self)
-        try:
-            await original_handle(self, _GuardedSocket(websocket, self))
-        except Exception as exc:  # the send loop died on a vanished client
-            logger.debug("Flet socket ended with %r", exc)
-        finally:
-            _live_apps.discard(self)
-            session = self._FletApp__session
-            if session is not None and session.connection is self:
-                await app_manager.disconnect_session(
-                    _session_key(self),
-                    self._FletApp__session_timeout_seconds,
-                )
-
-    @functools.wraps(original_send_loop)
-    async def send_loop(self: FletApp) -> None:
-        websocket = self._FletApp__websocket
-        try:
-            await original_send_loop(self)
-        except Exception:
-            # The client is gone: close the socket so the receive loop ends too.
-            with contextlib.suppress(Exception):
-                await websocket.close()
-            raise
-
-    @functools.wraps(original_receive_loop)
-    async def receive_loop(self: FletApp) -> None:
-        await original_receive_loop(self)
-        queue = self._FletApp__send_queue
-        if self._FletApp__session is None and queue is not None:
-            queue.put_nowait(None)  # never registered: stop the send loop
-
-    @functools.wraps(original_close)
-    def close(self: Session) -> None:
-        original_close(self)
-        _run_hooks("closed", self)
-        # A session closed while connected keeps its socket's FletApp, which
-        # points back at it: a cycle only a full gc pass frees (over a second
-        # on a big heap). Dropping this edge lets reference counting free the
-        # session, page and controls as soon as the socket's handler ends.
-        self._Session__conn = None  # type: ignore[attr-defined]
-
-    @functools.wraps(original_attach)
-    def attach_connection(self: Session, conn: Any) -> None:
-        original_attach(self, conn)
-        _run_hooks("attached", self)
-
-    @functools.wraps(original_disconnect)
-    async def disconnect(self: Session, session_timeout_seconds: int) -> None:
-        await original_disconnect(self, session_timeout_seconds)
-        _run_hooks("disconnected", self)
-
-    @functools.wraps(original_session_send)
-    def session_send(self: Session, message: Any) -> None:
-        outbox = _outboxes.get(self)
-        if outbox is None or not outbox.capture(message):
-            original_session_send(self, message)
-
-    @functools.wraps(original_invoke_results)
-    def invoke_results(
-        self: Session,
-        control_id: int,
-        call_id: str,
-        result: Any,
-        error: str | None,
-    ) -> None:
-        outbox = _outboxes.get(self)
-        if outbox is not None:
-            outbox.answered(call_id)
-        original_invoke_results(self, control_id, call_id, result, error)
-
-    @functools.wraps(original_dispatch_event)
-    async def dispatch_event(
-        self: Session, control_id: int, event_name: str, event_data: Any
-    ) -> None:
-        if not _from_client.get():  # Flet's own connect/disconnect/close
-            await original_dispatch_event(self, control_id, event_name, event_data)
-            return
-        run = HandlerRun()
-        token = _handler_run.set(run)
-        try:
-            await original_dispatch_event(self, control_id, event_name, event_data)
-        finally:
-            run.active = False
-            _handler_run.reset(token)
-            _run_hooks("handled", self)
-
-    @functools.wraps(original_on_message)
-    async def on_message(self: FletApp, data: Any) -> None:
-        registering = data[0] == MessageAction.REGISTER_CLIENT.value
-        token = _from_client.set(data[0] == MessageAction.CONTROL_EVENT.value)
-        try:
-            await original_on_message(self, data)
-        finally:
-            _from_client.reset(token)
-            if registering:
-                _note_registered(self)
-        session = self._FletApp__session
-        if data[0] in _CLIENT_ACTIVITY and session is not None:
-            _run_hooks("activity", session)
-
-    @functools.wraps(original_unique_id)
-    def unique_session_id(self: FletApp, session_id: str) -> str:
-        policy = _policy(self)
-        if policy is None or policy.bind_ip:
-            return original_unique_id(self, session_id)
-        # Key the session by page + id + User-Agent only: a phone whose IP
-        # changes (Wi-Fi -> cellular) keeps its session.
-        ip = self._FletApp__client_ip
-        self._FletApp__client_ip = ""
-        try:
-            return original_unique_id(self, session_id)
-        finally:
-            self._FletApp__client_ip = ip
-
-    @functools.wraps(original_patch_control)
-    def patch_control(
-        self: Session, control: BaseControl, *args: Any, **kw: Any
-    ) -> None:
-        sink = _sinks.get(self)
-        if sink is None or _sending.get():  # caused by a diff the sink runs
-            original_patch_control(self, control, *args, **kw)
-        elif _plain_patch(control, args, kw):
-            sink.defer(control)
-        else:
-            sink.flush()  # what was deferred before it goes first
-            original_patch_control(self, control, *args, **kw)
-            sink.bypassed(_patch_shape(args, kw))
-
-    @functools.wraps(original_schedule_update)
-    def schedule_update(self: Session, control: BaseControl) -> None:
-        sink = _sinks.get(self)
-        if sink is not None and is_component(control):
-            # A component's state changed (in a handler, task or thread): its
-            # re-render waits in the sink instead of Flet's updates scheduler.
-            sink.defer(control)
-        else:
-            original_schedule_update(self, control)
-
-    @functools.wraps(original_update)
-    def update(self: BaseControl) -> None:
-        sink = _held.get(id(self))
-        if sink is not None and sink.merge(self):
-            context.mark_update_called()  # as Flet's update() would
-            return
-        original_update(self)
-
-    @functools.wraps(original_send_message)
-    def send_message(self: FletApp, message: Any) -> None:
-        # One-shot messages must not overtake the patches deferred before them.
-        sink = _sinks.get(self._FletApp__session)
-        if sink is not None and message.action in _ORDERED_ACTIONS:
-            sink.flush()
-        if not _transport_log.isEnabledFor(logging.DEBUG):
-            message = _QuietMessage(message.action, message.body)
-        original_send_message(self, message)
-
-    def page(self: BaseControl) -> Page:
-        try:
-            return original_page(self)
-        except RuntimeError:
-            # Added by a still-deferred patch, so not mounted yet: send the
-            # pending patches (which mount it) and look again.
-            current = _context_page.get()
-            sink = _sinks.get(current.session) if current is not None else None
-            if sink is None:
-                raise
-            sink.flush()
-            return original_page(self)
-
-    patch_control._flet_resilient = True  # type: ignore[attr-defined]
-    schedule_update._flet_resilient = True  # type: ignore[attr-defined]
-    Session.patch_control = patch_control  # type: ignore[method-assign]
-    Session.schedule_update = schedule_update  # type: ignore[method-assign]
-    BaseControl.update = update  # type: ignore[method-assign]
-    FletApp.send_message = send_message
-    BaseControl.page = property(  # type: ignore[method-assign,assignment]
-        functools.wraps(original_page)(page)
-    )
-    FletApp.handle = handle
-    FletApp._FletApp__send_loop = send_loop
-    FletApp._FletApp__receive_loop = receive_loop
-    Session.close = close  # type: ignore[method-assign]
-    Session.attach_connection = attach_connection  # type: ignore[method-assign]
-    Session.disconnect = disconnect  # type: ignore[method-assign]
-    Session._Session__send_message = session_send  # type: ignore[attr-defined]
-    Session.handle_invoke_method_results = invoke_results  # type: ignore[method-assign]
-    Session.dispatch_event = dispatch_event  # type: ignore[method-assign]
-    FletApp._FletApp__on_message = _screened(on_message)
-    FletApp._FletApp__get_unique_session_id = unique_session_id
-    FletAppManager.shutdown = shutdown
-    FletFastAPI.__init__ = fastapi_init
+    for owner, name, wrapper in WRAPPERS:
+        _wrap(owner, name, wrapper)
     if not speedups_off():
         speedups(True)
+
+
+def _wrap(owner: type, name: str, wrapper: Callable[..., Any]) -> None:
+    """Put `wrapper` in place of `owner.name`, keeping Flet's own in `_flet`
+    (and as the wrapper's `__wrapped__`, with its name and signature)."""
+    current = vars(owner)[name]
+    is_property = isinstance(current, property)
+    original: Callable[..., Any] = current.fget if is_property else current
+    _flet[f"{owner.__qualname__}.{name}"] = original
+    functools.update_wrapper(wrapper, original)
+    wrapper._flet_resilient = True  # type: ignore[attr-defined]
+    setattr(owner, name, property(wrapper) if is_property else wrapper)
 
 
 # --- speed-ups of Flet's page build and diff (issue 13) ------------------------
@@ -1386,7 +1419,8 @@ async def close_sockets(code: int = 1012, reason: str = "server restarting") -> 
     websockets = [app._FletApp__websocket for app in list(_live_apps)]
     for websocket in websockets:
         with contextlib.suppress(Exception):
-            await websocket.close(code=code, reason=reason)
+            if websocket is not None:
+                await websocket.close(code=code, reason=reason)
     return len(websockets)
 
 
@@ -1396,8 +1430,8 @@ def is_connected(session: Session) -> bool:
 
 
 def _transport_section() -> dict[str, int]:
-    queues = [app._FletApp__send_queue for app in list(_live_apps)]
-    queues = [q for q in queues if isinstance(q, SendQueue)]
+    slots = [app._FletApp__send_queue for app in list(_live_apps)]
+    queues = [q for q in slots if isinstance(q, SendQueue)]
     return {
         "sockets": len(queues),
         "backlog_frames": sum(q.qsize() for q in queues),

@@ -17,11 +17,13 @@ overloaded (`flet_resilient.overload`), the rate drops with it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flet.controls.base_control import BaseControl
@@ -29,28 +31,30 @@ from flet.controls.page import Page
 from flet.messaging.session import Session
 
 from flet_resilient import adapter, overload
+from flet_resilient.checks import check_positive
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import count, register_section
+from flet_resilient.session_data import SessionField
 from flet_resilient.switch import disabled
 
-__all__ = ["Coalescer", "coalesce_page", "coalesce_updates"]
+__all__ = ["CoalesceOptions", "Coalescer", "coalesce_page", "coalesce_updates"]
 
 logger = logging.getLogger("flet_resilient.coalesce")
 
 MAX_SLOWDOWN = 16
 """A backlogged session's rate drops to at most max_hz / MAX_SLOWDOWN."""
 
-_coalescers: weakref.WeakKeyDictionary[Session, Coalescer] = weakref.WeakKeyDictionary()
+_coalescers: SessionField[Coalescer] = SessionField("coalescer")
 
 
 class Coalescer:
     """The patch sink of one session: dirty set, flush timer, adaptive rate."""
 
-    def __init__(self, session: Session, max_hz: float, max_backlog_bytes: int) -> None:
+    def __init__(self, session: Session, options: CoalesceOptions) -> None:
         self._session = weakref.ref(session)
-        self.min_interval = 1 / max_hz
+        self.min_interval = 1 / options.max_hz
         self.interval = self.min_interval
-        self.max_backlog_bytes = max_backlog_bytes
+        self.max_backlog_bytes = options.max_backlog_bytes
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._dirty: dict[int, BaseControl] = {}
@@ -213,13 +217,18 @@ def _has_dirty_ancestor(control: BaseControl, dirty: dict[int, BaseControl]) -> 
     return False
 
 
-def _validate(max_hz: float, max_backlog_bytes: int) -> None:
-    if isinstance(max_hz, bool) or not isinstance(max_hz, (int, float)) or max_hz <= 0:
-        raise ValueError(f"max_hz must be a number > 0, got {max_hz!r}")
-    if not isinstance(max_backlog_bytes, int) or max_backlog_bytes < 0:
-        raise ValueError(
-            f"max_backlog_bytes must be an int >= 0, got {max_backlog_bytes!r}"
-        )
+@dataclass(frozen=True)
+class CoalesceOptions:
+    """What `coalesce_updates` / `coalesce_page` was asked for (checked when made)."""
+
+    max_hz: float = 20
+    max_backlog_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        check_positive("max_hz", self.max_hz)
+        backlog = self.max_backlog_bytes
+        if not isinstance(backlog, int) or backlog < 0:
+            raise ValueError(f"max_backlog_bytes must be an int >= 0, got {backlog!r}")
 
 
 def coalesce_page(
@@ -230,9 +239,13 @@ def coalesce_page(
     On a page the adapter cannot route it warns, counts and leaves the page
     to Flet (the returned coalescer is then not installed).
     """
-    _validate(max_hz, max_backlog_bytes)
+    return _coalesce(page, CoalesceOptions(max_hz, max_backlog_bytes))
+
+
+def _coalesce(page: Page, options: CoalesceOptions) -> Coalescer:
+    """Install a coalescer with `options` on the page's session, if it can act."""
     session = page.session
-    coalescer = Coalescer(session, max_hz, max_backlog_bytes)
+    coalescer = Coalescer(session, options)
     problem = adapter.cannot_route(session)
     if problem is not None:
         _bypassed(f"cannot act on this page: {problem}")
@@ -249,18 +262,13 @@ def coalesce_updates(
     final state always delivered, bounded backlog for slow clients."""
     if callable(max_hz):
         raise TypeError("use @coalesce_updates() or @coalesce_updates(max_hz=...)")
-    _validate(max_hz, max_backlog_bytes)
+    options = CoalesceOptions(max_hz, max_backlog_bytes)
 
     def decorate(main: Main) -> Main:
         if disabled():
             return main
-        return wrap_main(
-            main,
-            lambda page: coalesce_page(
-                page, max_hz, max_backlog_bytes=max_backlog_bytes
-            ),
-            "coalesce_updates",
-        )
+        install = functools.partial(_coalesce, options=options)
+        return wrap_main(main, install, "coalesce_updates")
 
     return decorate
 

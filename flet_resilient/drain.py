@@ -20,6 +20,7 @@ import anyio
 from flet.messaging.session import Session
 
 from flet_resilient import adapter, durable, persist
+from flet_resilient.checks import check_seconds
 from flet_resilient.metrics import Histogram, count
 
 __all__ = ["DRAIN_TIMEOUT_S", "DrainReport", "drain", "drain_latency"]
@@ -50,12 +51,7 @@ class DrainReport:
 async def drain(timeout: float = DRAIN_TIMEOUT_S) -> DrainReport:
     """Save every session's changed state (within `timeout` s), then close
     every client socket with 1012 so clients reconnect to another worker."""
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or timeout <= 0
-    ):
-        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    check_seconds("timeout", timeout)
     started = time.perf_counter()
     sessions = persist.bound_sessions()
     outcomes: Counter[str] = Counter()

@@ -18,6 +18,7 @@ import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from cachetools import TLRUCache
@@ -26,12 +27,14 @@ from flet.messaging.session import Session
 
 from flet_resilient import adapter, memory, persist, recycle
 from flet_resilient.background import spawn
+from flet_resilient.checks import check_positive, check_seconds
 from flet_resilient.codec import decode_state, encode_state
 from flet_resilient.durable import DurableStore, StoreUnavailable, store_latency
 from flet_resilient.identity import Identity
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import Histogram, count, register_section
 from flet_resilient.secret import app_secret
+from flet_resilient.session_data import SessionField
 from flet_resilient.stores import StateStore, default_store
 from flet_resilient.switch import disabled
 
@@ -84,30 +87,40 @@ class _SessionCache(TLRUCache):
         return session, connected
 
 
+@dataclass(frozen=True)
+class EvictOptions:
+    """What `evict_idle` was asked for about keeping sessions (checked when made)."""
+
+    idle_ttl: float
+    disconnected_ttl: float
+    max_sessions: int | None
+    memory_budget: int | None
+    sweep_interval: float
+    state: Callable[[], Any] | None
+    on_evict: Callable[[Page], Any] | None
+    release_memory: bool
+
+    def __post_init__(self) -> None:
+        for name in ("idle_ttl", "disconnected_ttl", "sweep_interval"):
+            check_seconds(name, getattr(self, name))
+        for name in ("max_sessions", "memory_budget"):
+            _check_limit(name, getattr(self, name))
+        _validate_callables(self.state, self.on_evict, self.release_memory)
+
+
 class _Tracker:
     """The sessions of one `@evict_idle` app and how to evict them."""
 
-    def __init__(
-        self,
-        idle_ttl: float,
-        disconnected_ttl: float,
-        max_sessions: int | None,
-        memory_budget: int | None,
-        sweep_interval: float,
-        state: Callable[[], Any] | None,
-        policy: persist.SavePolicy,
-        on_evict: Callable[[Page], Any] | None,
-        release_memory: bool,
-    ) -> None:
-        self.idle_ttl = idle_ttl
-        self.disconnected_ttl = disconnected_ttl
-        self.memory_budget = memory_budget
-        self.sweep_interval = sweep_interval
-        self.state_factory = state
+    def __init__(self, options: EvictOptions, policy: persist.SavePolicy) -> None:
+        self.idle_ttl = options.idle_ttl
+        self.disconnected_ttl = options.disconnected_ttl
+        self.memory_budget = options.memory_budget
+        self.sweep_interval = options.sweep_interval
+        self.state_factory = options.state
         self.policy = policy
-        self.on_evict = on_evict
-        self.release_memory = release_memory
-        self.cache = _SessionCache(self, max_sessions or sys.maxsize)
+        self.on_evict = options.on_evict
+        self.release_memory = options.release_memory
+        self.cache = _SessionCache(self, options.max_sessions or sys.maxsize)
         self._evicting: weakref.WeakSet[Session] = weakref.WeakSet()
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -173,7 +186,7 @@ class _Tracker:
             memory.trim_soon()
 
 
-_trackers: weakref.WeakKeyDictionary[Session, _Tracker] = weakref.WeakKeyDictionary()
+_trackers: SessionField[_Tracker] = SessionField("tracker")
 _TRACKER_ATTRIBUTE = "__flet_resilient_evict__"
 """Where a decorated main carries its tracker (for sessions it never ran on)."""
 
@@ -325,20 +338,24 @@ def evict_idle(
     """
     if callable(idle_ttl):
         raise TypeError("use @evict_idle() or @evict_idle(idle_ttl=...)")
+    options = EvictOptions(
+        idle_ttl,
+        disconnected_ttl,
+        max_sessions,
+        memory_budget,
+        sweep_interval,
+        state,
+        on_evict,
+        release_memory,
+    )
     _validate(
-        idle_ttl=idle_ttl,
-        disconnected_ttl=disconnected_ttl,
-        sweep_interval=sweep_interval,
         state_ttl=state_ttl,
         store_timeout=store_timeout,
         save_delay=save_delay,
-        max_sessions=max_sessions,
-        memory_budget=memory_budget,
         recycle_after=recycle_after,
         recycle_rss=recycle_rss,
         recycle_idle_rss=recycle_idle_rss,
     )
-    _validate_callables(state, on_evict, release_memory)
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"name must be a non-empty string or None, got {name!r}")
     durable = DurableStore(store or default_store(), store_timeout)
@@ -349,29 +366,23 @@ def evict_idle(
     def decorate(main: Main) -> Main:
         identity = Identity(secret, app=name or _app_name(main))
         policy = persist.SavePolicy(durable, identity, state_ttl, save_delay)
-        tracker = _Tracker(
-            idle_ttl,
-            disconnected_ttl,
-            max_sessions,
-            memory_budget,
-            sweep_interval,
-            state,
-            policy,
-            on_evict,
-            release_memory,
-        )
-
-        def install(page: Page) -> None:
-            _trackers[page.session] = tracker  # app_state works even when disabled
-            if not disabled():
-                tracker.touch(page.session)
-                recycler.session_started()
-
-        wrapped = wrap_main(main, install, "evict_idle")
-        setattr(wrapped, _TRACKER_ATTRIBUTE, tracker)
-        return wrapped
+        return _tracked(main, _Tracker(options, policy), recycler)
 
     return decorate
+
+
+def _tracked(main: Main, tracker: _Tracker, recycler: recycle.Recycler) -> Main:
+    """`main` whose sessions `tracker` evicts (and `recycler` counts)."""
+
+    def install(page: Page) -> None:
+        _trackers[page.session] = tracker  # app_state works even when disabled
+        if not disabled():
+            tracker.touch(page.session)
+            recycler.session_started()
+
+    wrapped = wrap_main(main, install, "evict_idle")
+    setattr(wrapped, _TRACKER_ATTRIBUTE, tracker)
+    return wrapped
 
 
 def _app_name(main: Callable[..., Any]) -> str:
@@ -382,34 +393,21 @@ def _app_name(main: Callable[..., Any]) -> str:
 
 def _validate(**options: Any) -> None:
     """Seconds must be > 0 (`save_delay` may be None); limits positive ints."""
-    for name in (
-        "idle_ttl",
-        "disconnected_ttl",
-        "sweep_interval",
-        "state_ttl",
-        "store_timeout",
-        "save_delay",
-    ):
-        value = options[name]
-        if name == "save_delay" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
-    for name in (
-        "max_sessions",
-        "memory_budget",
-        "recycle_after",
-        "recycle_rss",
-        "recycle_idle_rss",
-    ):
-        limit = options[name]
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-        ):
-            raise ValueError(f"{name} must be a positive int or None, got {limit!r}")
+    for name in ("state_ttl", "store_timeout", "save_delay"):
+        check_seconds(name, options[name], optional=name == "save_delay")
+    for name in ("recycle_after", "recycle_rss", "recycle_idle_rss"):
+        _check_limit(name, options[name])
+
+
+def _check_limit(name: str, limit: Any) -> None:
+    """A limit is a positive int, or None for no limit."""
+    check_positive(
+        name, limit, expected="a positive int or None", optional=True, integral=True
+    )
 
 
 def _validate_callables(state: Any, on_evict: Any, release_memory: Any) -> None:
+    """`state` and `on_evict` are callables (or None), `release_memory` a bool."""
     if state is not None and not callable(state):
         raise TypeError(f"state must be a dataclass or a factory, got {state!r}")
     if not isinstance(release_memory, bool):

@@ -12,7 +12,6 @@ and logged at WARNING at most once per client address and kind every
 from __future__ import annotations
 
 import logging
-import math
 import time
 import weakref
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from cachetools import TTLCache
 from flet.messaging.session import Session
 
 from flet_resilient import adapter
+from flet_resilient.checks import check_finite, check_positive_int
 from flet_resilient.metrics import count, register_section
 from flet_resilient.switch import disabled
 
@@ -217,13 +217,13 @@ def configure_limits(
             a burst of 100); a faster sender is read at that pace and TCP
             pushes back on it (None: no pacing).
     """
-    _check_positive_int("max_frame_bytes", max_frame_bytes, optional=True)
-    _check_positive_int("event_burst", event_burst, optional=False)
-    _check_positive_number("event_rate", event_rate, optional=True)
+    check_positive_int("max_frame_bytes", max_frame_bytes, optional=True)
+    check_positive_int("event_burst", event_burst)
+    check_finite("event_rate", event_rate, optional=True)
     if on_flood not in FLOOD_POLICIES:
         raise ValueError(f"on_flood must be one of {FLOOD_POLICIES}, got {on_flood!r}")
     _check_session_cap(max_new_sessions_per_ip)
-    _check_positive_number("max_frame_rate", max_frame_rate, optional=True)
+    check_finite("max_frame_rate", max_frame_rate, optional=True)
     global _guard
     _guard = _Guard(
         Limits(
@@ -238,34 +238,14 @@ def configure_limits(
     _install()
 
 
-def _check_positive_int(name: str, value: Any, optional: bool) -> None:
-    """Refuse anything but a positive int (or None when optional)."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def _check_positive_number(name: str, value: Any, optional: bool) -> None:
-    """Refuse anything but a finite number > 0 (or None when optional)."""
-    if value is None and optional:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value < math.inf
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
 def _check_session_cap(cap: Any) -> None:
     """Refuse a session cap that is not None or (positive int, seconds > 0)."""
     if cap is None:
         return
     if not (isinstance(cap, tuple) and len(cap) == 2):
         raise ValueError(f"max_new_sessions_per_ip must be (n, seconds), got {cap!r}")
-    _check_positive_int("max_new_sessions_per_ip n", cap[0], optional=False)
-    _check_positive_number("max_new_sessions_per_ip seconds", cap[1], optional=False)
+    check_positive_int("max_new_sessions_per_ip n", cap[0])
+    check_finite("max_new_sessions_per_ip seconds", cap[1])
 
 
 def _install() -> None:

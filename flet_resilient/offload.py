@@ -13,16 +13,25 @@ import functools
 import inspect
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import Executor
-from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
 import anyio
 
 from flet_resilient import adapter
+from flet_resilient.checks import check_positive_int
 from flet_resilient.errors import JobCancelled, JobDropped, OffloadTimeout
 from flet_resilient.metrics import count, register_section
+from flet_resilient.session_data import data_of, find
 from flet_resilient.slots import POLICIES, FairSlots, Policy
 from flet_resilient.switch import disabled
 from flet_resilient.workers import (
@@ -32,6 +41,9 @@ from flet_resilient.workers import (
     ThreadBackend,
     resolve,
 )
+
+if TYPE_CHECKING:
+    from flet.messaging.session import Session
 
 __all__ = ["Offloaded", "configure_offload", "offload"]
 
@@ -113,7 +125,6 @@ class _Backends:
 
 
 _backends = _Backends()
-_session_jobs: defaultdict[str, set[anyio.CancelScope]] = defaultdict(set)
 
 
 def configure_offload(
@@ -134,9 +145,8 @@ def configure_offload(
     it). Running pools are replaced on the next call; no arguments restores
     the defaults.
     """
-    for label, value in (("processes", processes), ("threads", threads)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label} must be a positive int, got {value!r}")
+    check_positive_int("processes", processes)
+    check_positive_int("threads", threads)
     if not isinstance(worker_nice, int) or not 0 <= worker_nice <= 19:
         raise ValueError(
             f"worker_nice must be an int from 0 to 19, got {worker_nice!r}"
@@ -154,7 +164,12 @@ def configure_offload(
 
 
 def _cancel_session_jobs(session: Any) -> None:
-    for scope in _session_jobs.pop(session.id, ()):
+    """A closed session's running calls are cancelled (their results are moot)."""
+    data = find(session)
+    jobs = list(data.jobs) if data is not None else []
+    if data is not None:
+        data.jobs.clear()
+    for scope in jobs:
         scope.cancel()
 
 
@@ -216,13 +231,14 @@ class _Job:
     async def _run(self, call: Call) -> Any:
         self._check_reference()
         page = adapter.current_page()
-        session_id = page.session.id if page is not None else None
+        session = page.session if page is not None else None
+        session_id = session.id if session is not None else None
         backend = _backends.for_call(self.kind, self.executor)
         gate = self._gate(session_id)
         count("offload.calls")
         with anyio.CancelScope() as scope:
-            if session_id is not None:
-                _session_jobs[session_id].add(scope)
+            if session is not None:
+                data_of(session).jobs.add(scope)
             try:
                 async with gate.slot(), backend.slots.slot(session_id):
                     result = await backend.run(call, self.timeout)
@@ -239,7 +255,7 @@ class _Job:
                 count("offload.failed")
                 raise
             finally:
-                self._forget(session_id, scope, gate)
+                self._forget(session, scope, gate)
         if scope.cancelled_caught:
             count("offload.cancelled")
             raise JobCancelled(f"{self.name}() was cancelled: its session closed")
@@ -253,15 +269,13 @@ class _Job:
         return gate
 
     def _forget(
-        self, session_id: str | None, scope: anyio.CancelScope, gate: FairSlots
+        self, session: Session | None, scope: anyio.CancelScope, gate: FairSlots
     ) -> None:
-        jobs = _session_jobs.get(session_id) if session_id is not None else None
-        if session_id is not None and jobs is not None:
-            jobs.discard(scope)
-            if not jobs:
-                del _session_jobs[session_id]
+        data = find(session) if session is not None else None
+        if data is not None:
+            data.jobs.discard(scope)
         if gate.idle:
-            self._gates.pop(session_id, None)
+            self._gates.pop(session.id if session is not None else None, None)
 
 
 @overload

@@ -30,6 +30,7 @@ from flet_resilient.codec import encode_state
 from flet_resilient.durable import DurableStore, StoreUnavailable
 from flet_resilient.identity import Identity
 from flet_resilient.metrics import count, register_section
+from flet_resilient.session_data import SessionField
 from flet_resilient.switch import disabled
 
 __all__ = [
@@ -76,7 +77,7 @@ class Bound:
         return self.policy.identity.store_key(self.token)
 
 
-_states: weakref.WeakKeyDictionary[Session, Bound] = weakref.WeakKeyDictionary()
+_states: SessionField[Bound] = SessionField("state")
 
 
 def now_version() -> int:

@@ -34,8 +34,10 @@ from flet.messaging.session import Session
 
 from flet_resilient import adapter
 from flet_resilient.background import spawn
+from flet_resilient.checks import check_positive_int, check_seconds
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import count, register_section
+from flet_resilient.session_data import SessionField
 from flet_resilient.switch import disabled
 
 __all__ = ["ReplayBuffer", "buffer_reconnects", "connected", "is_connected"]
@@ -48,7 +50,7 @@ OVERFLOWS: tuple[Overflow, ...] = ("drop_oldest", "reload")
 
 @dataclass(frozen=True)
 class ReconnectOptions:
-    """What `buffer_reconnects` was asked for (also read by the adapter)."""
+    """What `buffer_reconnects` was asked for (on its main: `POLICY_ATTRIBUTE`)."""
 
     window: float
     max_messages: int
@@ -269,8 +271,8 @@ class ReplayBuffer:
         return entry
 
 
-_buffers: weakref.WeakKeyDictionary[Session, ReplayBuffer] = weakref.WeakKeyDictionary()
-_presence: weakref.WeakKeyDictionary[Session, anyio.Event] = weakref.WeakKeyDictionary()
+_buffers: SessionField[ReplayBuffer] = SessionField("replay")
+_presence: SessionField[anyio.Event] = SessionField("presence")
 
 
 def _on_attached(session: Session) -> None:
@@ -337,11 +339,9 @@ def buffer_reconnects(
     """
     if callable(window):
         raise TypeError("use @buffer_reconnects() or @buffer_reconnects(window=...)")
-    if isinstance(window, bool) or not isinstance(window, (int, float)) or window <= 0:
-        raise ValueError(f"window must be a number of seconds > 0, got {window!r}")
-    for name, value in (("max_messages", max_messages), ("max_bytes", max_bytes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_seconds("window", window)
+    check_positive_int("max_messages", max_messages)
+    check_positive_int("max_bytes", max_bytes)
     if overflow not in OVERFLOWS:
         raise ValueError(f"overflow must be one of {OVERFLOWS}, got {overflow!r}")
     options = ReconnectOptions(window, max_messages, max_bytes, overflow, bind_ip)
@@ -349,16 +349,46 @@ def buffer_reconnects(
     def install(page: Page) -> None:
         buffer = ReplayBuffer(page.session, options)
         _buffers[page.session] = buffer
-        adapter.set_outbox(page.session, buffer)
+        adapter.add_outbox(page.session, buffer)
 
     def decorate(main: Main) -> Main:
         if disabled():
             return main
         wrapped = wrap_main(main, install, "buffer_reconnects")
-        setattr(wrapped, adapter.POLICY_ATTRIBUTE, options)
+        setattr(wrapped, POLICY_ATTRIBUTE, options)
         return wrapped
 
     return decorate
+
+
+POLICY_ATTRIBUTE = "__flet_resilient_reconnect__"
+"""Where a decorated `main` carries its `ReconnectOptions` (server-level)."""
+
+
+def _options(main: Any) -> ReconnectOptions | None:
+    """The reconnect options of an app's `main`, if it buffers reconnects."""
+    return getattr(main, POLICY_ATTRIBUTE, None)
+
+
+async def _take_over(session: Session, main: Any) -> None:
+    """A client of a `buffer_reconnects` app takes its session over from a
+    stale, still-attached socket (Flet would make it a brand-new one)."""
+    if _options(main) is None:
+        return
+    count("reconnect.takeovers")
+    tag = adapter.session_tag(session)
+    logger.info("session %s taken over from a stale socket", tag)
+    await adapter.take_over(session)
+
+
+def _keyed_without_ip(main: Any) -> bool:
+    """Unless `bind_ip`, a session outlives its client's IP (Wi-Fi -> cellular)."""
+    options = _options(main)
+    return options is not None and not options.bind_ip
+
+
+adapter.on_stale_socket(_take_over)
+adapter.key_without_ip(_keyed_without_ip)
 
 
 def _section() -> dict[str, Any]:
