@@ -1090,6 +1090,7 @@ def installed() -> bool:
     """Whether the seam wraps Flet's methods in this process."""
     return bool(getattr(FletApp, "_flet_resilient_installed", False))
 
+
 # --- small accessors used by the mitigations ----------------------------------
 
 

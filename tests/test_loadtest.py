@@ -249,9 +249,10 @@ def test_ramp_capacity_grows_with_workers_behind_haproxy(
     two = by_label["resilient, 2 workers"]
     assert two["capacity"] == 4
     assert all(not s["misses"] for s in two["steps"])
-    assert "| resilient, 2 workers | 4 (or more) | - |" in (
-        tmp_path / "report.md"
-    ).read_text()
+    assert (
+        "| resilient, 2 workers | 4 (or more) | - |"
+        in (tmp_path / "report.md").read_text()
+    )
 
 
 def result_with(
@@ -289,3 +290,31 @@ def test_parse_ramp_counts_and_rejects() -> None:
     for bad in ("1:2", "0:10:5", "10:5:1", "a:b:c"):
         with pytest.raises(ValueError, match="--ramp"):
             loadtest.parse_ramp(bad)
+
+
+def test_roles_keep_their_shares_as_a_ramp_adds_users(tmp_path: Path) -> None:
+    """Each step's new users get roles so that the heavy users, bystanders and
+    viewers among everyone connected match the plan's shares."""
+    plan = loadtest.Plan(
+        target="app:main",
+        scenario="clicks",
+        users=100,
+        duration=1.0,
+        click_key="ack",
+        heavy_key="report",
+        heavy_share=0.05,
+        think=1.0,
+        drop_every=4.0,
+        click_timeout=1.0,
+        batch=1,
+        seed=1,
+        out=tmp_path,
+        active_share=0.2,
+    )
+    roles: list[str] = []
+    for before, upto in ((0, 2), (2, 10), (10, 30), (30, 100)):
+        roles += [plan.role(i, before, upto) for i in range(before, upto)]
+        assert roles.count("heavy") == plan.heavy_count(upto)
+        assert roles.count("bystander") == plan.bystander_count(upto)
+    assert (roles.count("heavy"), roles.count("bystander")) == (5, 20)
+    assert roles[:2] == ["heavy", "bystander"]  # a heavy user from the first step

@@ -107,6 +107,11 @@ def _add_capacity_options(parser: argparse.ArgumentParser) -> None:
         help="share of users clicking (the others only watch, like idle tabs)",
     )
     group.add_argument(
+        "--answer-key",
+        help="a click is answered when this control's value changes (default: "
+        "at the next patch, which may be another update's)",
+    )
+    group.add_argument(
         "--workers",
         default="1",
         help="server processes behind HAProxy (needs haproxy and redis-server); "
@@ -163,6 +168,7 @@ def plan_of(args: argparse.Namespace) -> Plan:
         seed=args.seed,
         out=args.out,
         active_share=args.active_share,
+        answer_key=args.answer_key,
         workers=args.worker_counts[0],
     )
 

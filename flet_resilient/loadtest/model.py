@@ -95,12 +95,15 @@ class Plan:
     out: Path
     active_share: float = 1.0  # clicks: share of users clicking; the rest watch
     workers: int = 1  # server processes (more than one: behind HAProxy)
+    answer_key: str | None = None  # a click is answered when this control changes
 
     def heavy_count(self, users: int | None = None) -> int:
         """How many of `users` (default: all) click the heavy button (at least
         one bystander left)."""
         users = self.users if users is None else users
         if self.scenario != "clicks" or not self.heavy_key or self.heavy_share <= 0:
+            return 0
+        if users < 2:
             return 0
         return min(users - 1, max(1, round(users * self.heavy_share)))
 

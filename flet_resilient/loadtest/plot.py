@@ -9,7 +9,7 @@ from flet_resilient.loadtest.model import ModeResult, Plan
 from flet_resilient.loadtest.ramp import SLO, Ramp
 from flet_resilient.measure import percentile
 
-COLORS = {"plain": "tab:red", "resilient": "tab:blue"}
+COLORS = {"plain": "tab:red", "resilient": "tab:blue", "nicegui": "tab:green"}
 
 
 def pyplot() -> Any:

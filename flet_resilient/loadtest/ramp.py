@@ -9,13 +9,15 @@ largest step that met it before the first one that did not.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from flet_resilient.loadtest.meter import Meter
 from flet_resilient.loadtest.model import ModeResult, Plan, progress
 from flet_resilient.loadtest.report import fmt_ms
 from flet_resilient.loadtest.runner import close_all, grow, measure, start_servers
-from flet_resilient.loadtest.scenarios import User
+from flet_resilient.loadtest.scenarios import ClientFactory, User, flet_client
+from flet_resilient.loadtest.server import Servers
 from flet_resilient.measure import percentile
 
 __all__ = ["SLO", "Ramp", "Step", "parse_ramp", "ramp", "ramp_mode"]
@@ -103,25 +105,40 @@ def parse_ramp(text: str) -> list[int]:
     return list(range(start, stop + 1, step))
 
 
-async def ramp_mode(plan: Plan, mode: str, counts: list[int], slo: SLO) -> Ramp:
+async def ramp_mode(
+    plan: Plan,
+    mode: str,
+    counts: list[int],
+    slo: SLO,
+    start: Callable[[Plan, str], Awaitable[Servers]] = start_servers,
+    make_client: ClientFactory = flet_client,
+    then: Callable[[Servers], Awaitable[object]] | None = None,
+) -> Ramp:
     """Ramp `mode` through `counts` users on one server (or `plan.workers`)
-    until a step misses `slo`; the servers always stop."""
+    until a step misses `slo`; the servers always stop.
+
+    `start` and `make_client` serve and drive another framework's twin app
+    (the capacity benchmark's NiceGUI run); `then` runs on the same servers
+    once the ramp's users have left (e.g. a reconnect phase)."""
     result = Ramp(mode, plan.workers)
     users: list[User] = []
-    servers = await start_servers(plan, mode)
+    servers = await start(plan, mode)
     try:
         meter = Meter(servers.pids())
         meter.sample()
         for count in counts:
             label = f"[{result.label} {count} users]"
             measured = ModeResult(mode, count)
-            await grow(plan, servers, meter, measured, users, label)
+            await grow(plan, servers, meter, measured, users, label, make_client)
             await measure(plan, servers, meter, measured, users, label)
             step = Step(count, measured, slo.misses(measured))
             result.steps.append(step)
             progress(f"{label} {_verdict(step)}")
             if not step.met:
                 break
+        await close_all(users)
+        if then is not None:
+            await then(servers)
     finally:
         await close_all(users)
         servers.stop()

@@ -20,10 +20,12 @@ from flet_resilient.loadtest.model import (
 )
 from flet_resilient.loadtest.report import fmt_ms
 from flet_resilient.loadtest.scenarios import (
+    ClientFactory,
     User,
     clicker,
     connect_users,
     flaky_user,
+    flet_client,
     guarded,
     prepare,
     viewer,
@@ -99,20 +101,23 @@ async def start_servers(plan: Plan, mode: str) -> Servers:
     ).start()
 
 
-async def run_mode(plan: Plan, mode: str) -> ModeResult:
-    """Serve the app in `mode`, run the scenario, measure; the server always stops."""
+async def run_mode(plan: Plan, mode: str, servers: Servers | None = None) -> ModeResult:
+    """Serve the app in `mode`, run the scenario, measure; the server always
+    stops (`servers`: already serving the app, left running)."""
     result = ModeResult(mode, plan.users)
     users: list[User] = []
-    servers = await start_servers(plan, mode)
+    own = servers is None
+    serving = await start_servers(plan, mode) if servers is None else servers
     try:
-        meter = Meter(servers.pids())
+        meter = Meter(serving.pids())
         meter.sample()
         label = f"[{mode}]"
-        early = await grow(plan, servers, meter, result, users, label)
-        await measure(plan, servers, meter, result, users, label, early)
+        early = await grow(plan, serving, meter, result, users, label)
+        await measure(plan, serving, meter, result, users, label, early)
     finally:
         await close_all(users)
-        servers.stop()
+        if own:
+            serving.stop()
     return result
 
 
@@ -123,12 +128,13 @@ async def grow(
     result: ModeResult,
     users: list[User],
     label: str,
+    make_client: ClientFactory = flet_client,
 ) -> Early:
     """Connect users until there are `result.users` and warm the new ones up;
     a progress line a second. Returns the samples taken meanwhile."""
     before = len(users)
     connecting = asyncio.create_task(
-        connect_users(plan, servers.ws_url, result, users, result.users)
+        connect_users(plan, servers.ws_url, result, users, result.users, make_client)
     )
     early: Early = []
     while not connecting.done():

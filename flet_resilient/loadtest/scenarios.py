@@ -63,15 +63,28 @@ def _patched_since(client: FletClient, start: int) -> bool:
     return any(f.action == Action.PATCH_CONTROL for f in client.frames[start:])
 
 
-async def timed_click(user: User, key: str, timeout: float) -> tuple[float, bool]:
-    """Click `key`; milliseconds until the next patch, and whether one came."""
+def answered(client: FletClient, key: str | None) -> Callable[[], bool]:
+    """When a click counts as answered: at the next patch frame, or (`key`)
+    once the value of the control with that key changes."""
+    if key is None:
+        start = len(client.frames)
+        return lambda: _patched_since(client, start)
+    old = client.value(key)
+    return lambda: client.value(key) != old
+
+
+async def timed_click(
+    user: User, key: str, timeout: float, answer_key: str | None = None
+) -> tuple[float, bool]:
+    """Click `key`; milliseconds until it is answered (see `answered`), and
+    whether it was."""
     client = user.client
-    before = len(client.frames)
+    done_when = answered(client, answer_key)
     started = time.monotonic()
     user.pending_since = started
     try:
         await client.click(key)
-        await client.wait_for(lambda: _patched_since(client, before), timeout)
+        await client.wait_for(done_when, timeout)
         done = True
     except TimeoutError:
         done = False
@@ -92,8 +105,21 @@ def find_button(client: FletClient, exclude: str | None) -> str | None:
     return None
 
 
+ClientFactory = Callable[[str, int], Any]  # (url, user index) -> a client
+
+
+def flet_client(url: str, index: int) -> FletClient:
+    """A real-protocol Flet client for user `index`."""
+    return FletClient(url, user_agent=f"flet-resilient-loadtest/{index}")
+
+
 async def connect_users(
-    plan: Plan, url: str, result: ModeResult, users: list[User], upto: int
+    plan: Plan,
+    url: str,
+    result: ModeResult,
+    users: list[User],
+    upto: int,
+    make_client: ClientFactory = flet_client,
 ) -> None:
     """Connect clients into `users` until there are `upto`, `plan.batch` at a time.
 
@@ -103,7 +129,7 @@ async def connect_users(
     result.heavy_users = plan.heavy_count(upto)
 
     async def one(index: int) -> None:
-        client = FletClient(url, user_agent=f"flet-resilient-loadtest/{index}")
+        client = make_client(url, index)
         try:
             await asyncio.wait_for(client.connect(), CONNECT_TIMEOUT)
         except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
@@ -151,7 +177,8 @@ async def prepare(plan: Plan, users: list[User]) -> None:
         with contextlib.suppress(TimeoutError, ConnectionError):
             await client.wait_for(lambda: client.find(key), 15)
             if user.role == "bystander":
-                await timed_click(user, key, min(plan.click_timeout, 10))  # warm-up
+                warm_up = min(plan.click_timeout, 10)
+                await timed_click(user, key, warm_up, plan.answer_key)
 
     await asyncio.gather(*(ready(u) for u in users))
 
@@ -169,7 +196,8 @@ async def clicker(
         if time.monotonic() >= deadline:
             return
         clicked = time.monotonic()
-        ms, done = await timed_click(user, key, plan.click_timeout)
+        answer = None if heavy else plan.answer_key
+        ms, done = await timed_click(user, key, plan.click_timeout, answer)
         samples.append(Sample(clicked - start, ms, done))
 
 
@@ -184,7 +212,9 @@ async def flaky_user(
             await asyncio.sleep(user.rng.uniform(0.5, 1.5) * plan.think)
             if plan.click_key and time.monotonic() < deadline:
                 clicked = time.monotonic()
-                ms, done = await timed_click(user, plan.click_key, plan.click_timeout)
+                ms, done = await timed_click(
+                    user, plan.click_key, plan.click_timeout, plan.answer_key
+                )
                 result.bystander.append(Sample(clicked - start, ms, done))
         if time.monotonic() >= deadline:
             return

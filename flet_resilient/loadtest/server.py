@@ -105,13 +105,7 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "flet_resilient.loadtest",
-                    "--serve",
-                    self.target,
-                ],
+                self.command(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -124,17 +118,25 @@ class ServerProcess:
             line = await asyncio.wait_for(
                 asyncio.to_thread(self.process.stdout.readline), START_TIMEOUT
             )
-            self.port = int(line)
+            self.port = int(line.decode().rstrip().rstrip("/").rpartition(":")[2])
         except (asyncio.TimeoutError, ValueError):
             self.stop()
             raise RuntimeError(self._failure("did not start")) from None
         deadline = time.monotonic() + START_TIMEOUT
-        while await asyncio.to_thread(self.stats, 2.0) is None:
+        while not await asyncio.to_thread(self.answers):
             if time.monotonic() > deadline or self.process.poll() is not None:
                 self.stop()
                 raise RuntimeError(self._failure("does not answer"))
             await asyncio.sleep(0.1)
         return self
+
+    def command(self) -> list[str]:
+        """The child's command line; its first stdout line ends with its port."""
+        return [sys.executable, "-m", "flet_resilient.loadtest", "--serve", self.target]
+
+    def answers(self) -> bool:
+        """Whether the child serves yet (its stats route answers)."""
+        return self.stats(2.0) is not None
 
     def _failure(self, what: str) -> str:
         tail = ""
