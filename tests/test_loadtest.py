@@ -114,25 +114,31 @@ def test_flaky_reconnects_with_the_session_id(tmp_path: Path) -> None:
     assert "sessions lost" in (tmp_path / "report.md").read_text()
 
 
+def a_plan(out: Path, **changes: Any) -> loadtest.Plan:
+    """A one-user clicks plan (`changes` override), for tests that run nothing."""
+    fields: dict[str, Any] = {
+        "target": "app:main",
+        "scenario": "clicks",
+        "users": 1,
+        "duration": 1.0,
+        "click_key": "plus",
+        "heavy_key": None,
+        "heavy_share": 0.0,
+        "think": 1.0,
+        "drop_every": 4.0,
+        "click_timeout": 1.0,
+        "batch": 1,
+        "seed": 1,
+        "out": out,
+    }
+    return loadtest.Plan(**{**fields, **changes})
+
+
 def test_without_matplotlib_the_report_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
-    plan = loadtest.Plan(
-        target="app:main",
-        scenario="clicks",
-        users=1,
-        duration=1.0,
-        click_key="plus",
-        heavy_key=None,
-        heavy_share=0.0,
-        think=1.0,
-        drop_every=4.0,
-        click_timeout=1.0,
-        batch=1,
-        seed=1,
-        out=tmp_path,
-    )
+    plan = a_plan(tmp_path)
     result = loadtest.ModeResult("resilient", 1, bystander=[loadtest.Sample(0, 5)])
     assert not loadtest.plot(plan, [result], tmp_path / "loadtest.png")
     assert not (tmp_path / "loadtest.png").exists()
@@ -295,21 +301,8 @@ def test_parse_ramp_counts_and_rejects() -> None:
 def test_roles_keep_their_shares_as_a_ramp_adds_users(tmp_path: Path) -> None:
     """Each step's new users get roles so that the heavy users, bystanders and
     viewers among everyone connected match the plan's shares."""
-    plan = loadtest.Plan(
-        target="app:main",
-        scenario="clicks",
-        users=100,
-        duration=1.0,
-        click_key="ack",
-        heavy_key="report",
-        heavy_share=0.05,
-        think=1.0,
-        drop_every=4.0,
-        click_timeout=1.0,
-        batch=1,
-        seed=1,
-        out=tmp_path,
-        active_share=0.2,
+    plan = a_plan(
+        tmp_path, users=100, heavy_key="report", heavy_share=0.05, active_share=0.2
     )
     roles: list[str] = []
     for before, upto in ((0, 2), (2, 10), (10, 30), (30, 100)):
