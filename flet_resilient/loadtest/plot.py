@@ -57,20 +57,7 @@ def plot(plan: Plan, results: list[ModeResult], path: Path) -> bool:
                 alpha=0.5,
                 label=f"{r.mode}: reconnect ms",
             )
-        bottom.plot(
-            [t.t for t in r.ticks],
-            [t.rss / 2**20 for t in r.ticks],
-            color=color,
-            label=f"{r.mode}: server",
-        )
-        if any(t.tree_rss != t.rss for t in r.ticks):
-            bottom.plot(
-                [t.t for t in r.ticks],
-                [t.tree_rss / 2**20 for t in r.ticks],
-                color=color,
-                linestyle="--",
-                label=f"{r.mode}: server + workers",
-            )
+        _memory_panel(bottom, r, color)
     if plan.scenario == "dashboard":
         top.set_ylabel("frames/s per user")
     else:
@@ -92,6 +79,24 @@ def plot(plan: Plan, results: list[ModeResult], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _memory_panel(axes: Any, r: ModeResult, color: str) -> None:
+    """RSS over time: the server, and with its worker processes if it has any."""
+    axes.plot(
+        [t.t for t in r.ticks],
+        [t.rss / 2**20 for t in r.ticks],
+        color=color,
+        label=f"{r.mode}: server",
+    )
+    if any(t.tree_rss != t.rss for t in r.ticks):
+        axes.plot(
+            [t.t for t in r.ticks],
+            [t.tree_rss / 2**20 for t in r.ticks],
+            color=color,
+            linestyle="--",
+            label=f"{r.mode}: server + workers",
+        )
 
 
 def _latency_panel(axes: Any, r: ModeResult, color: str) -> None:

@@ -37,19 +37,23 @@ def fmt_num(value: float, digits: int = 1) -> str:
 Row = tuple[str, Callable[[ModeResult], float], Callable[[float], str]]
 
 
-def rows(plan: Plan) -> list[Row]:
-    """The report's metrics for this scenario: (label, value, format)."""
+def _count(value: float) -> str:
+    return f"{value:,.0f}"
 
-    def count(value: float) -> str:
-        return f"{value:,.0f}"
 
-    def mb(value: float) -> str:
-        return f"{value / 2**20:,.0f}"
+def _mb(value: float) -> str:
+    return f"{value / 2**20:,.0f}"
 
-    def by(
-        samples: Callable[[ModeResult], list[Sample]], p: float
-    ) -> Callable[[ModeResult], float]:
-        return lambda r: percentile((s.ms for s in samples(r)), p)
+
+def _by(
+    samples: Callable[[ModeResult], list[Sample]], p: float
+) -> Callable[[ModeResult], float]:
+    """The `p`th percentile of the samples `samples(result)` picks."""
+    return lambda r: percentile((s.ms for s in samples(r)), p)
+
+
+def _click_rows(plan: Plan) -> list[Row]:
+    """Bystander and heavy click latencies (what the users feel)."""
 
     def byst(r: ModeResult) -> list[Sample]:
         return r.bystander
@@ -57,49 +61,49 @@ def rows(plan: Plan) -> list[Row]:
     def heavy(r: ModeResult) -> list[Sample]:
         return r.heavy
 
-    table: list[Row] = [("users connected at the end", lambda r: r.connected, count)]
+    table: list[Row] = []
     if plan.scenario != "dashboard" and plan.click_key:
         name = "bystander " if plan.heavy_count() else ""
         table += [
-            (f"{name}click→patch p50 ms", by(byst, 50), fmt_ms),
-            (f"{name}click→patch p99 ms", by(byst, 99), fmt_ms),
-            (f"{name}click→patch max ms", by(byst, 100), fmt_ms),
-            (f"{name}clicks measured", lambda r: len(r.bystander), count),
+            (f"{name}click→patch p50 ms", _by(byst, 50), fmt_ms),
+            (f"{name}click→patch p99 ms", _by(byst, 99), fmt_ms),
+            (f"{name}click→patch max ms", _by(byst, 100), fmt_ms),
+            (f"{name}clicks measured", lambda r: len(r.bystander), _count),
             (
                 f"{name}clicks timed out or cut off",
                 lambda r: sum(not s.done for s in r.bystander),
-                count,
+                _count,
             ),
         ]
     if plan.heavy_count():
         table += [
-            ("heavy click→patch p50 ms", by(heavy, 50), fmt_ms),
-            ("heavy click→patch p99 ms", by(heavy, 99), fmt_ms),
-            ("heavy click→patch max ms", by(heavy, 100), fmt_ms),
-            ("heavy clicks measured", lambda r: len(r.heavy), count),
+            ("heavy click→patch p50 ms", _by(heavy, 50), fmt_ms),
+            ("heavy click→patch p99 ms", _by(heavy, 99), fmt_ms),
+            ("heavy click→patch max ms", _by(heavy, 100), fmt_ms),
+            ("heavy clicks measured", lambda r: len(r.heavy), _count),
         ]
-    if plan.scenario == "flaky":
-        table += [
-            ("reconnects", lambda r: len(r.reconnects), count),
-            ("sessions lost", lambda r: sum(x.lost for x in r.reconnects), count),
-            ("reconnects failed", lambda r: r.reconnect_failures, count),
-            (
-                "reconnect p50 ms",
-                lambda r: percentile((x.ms for x in r.reconnects), 50),
-                fmt_ms,
-            ),
-            (
-                "reconnect p99 ms",
-                lambda r: percentile((x.ms for x in r.reconnects), 99),
-                fmt_ms,
-            ),
-            (
-                "reconnect max ms",
-                lambda r: percentile((x.ms for x in r.reconnects), 100),
-                fmt_ms,
-            ),
-        ]
-    table += [
+    return table
+
+
+def _reconnect_rows() -> list[Row]:
+    """The flaky scenario's reconnects."""
+
+    def at(p: float) -> Callable[[ModeResult], float]:
+        return lambda r: percentile((x.ms for x in r.reconnects), p)
+
+    return [
+        ("reconnects", lambda r: len(r.reconnects), _count),
+        ("sessions lost", lambda r: sum(x.lost for x in r.reconnects), _count),
+        ("reconnects failed", lambda r: r.reconnect_failures, _count),
+        ("reconnect p50 ms", at(50), fmt_ms),
+        ("reconnect p99 ms", at(99), fmt_ms),
+        ("reconnect max ms", at(100), fmt_ms),
+    ]
+
+
+def _traffic_rows(plan: Plan) -> list[Row]:
+    """Frames and bytes received; for dashboards, whether they keep coming."""
+    table: list[Row] = [
         (
             "frames/s received, total",
             lambda r: r.frames / r.seconds,
@@ -122,7 +126,7 @@ def rows(plan: Plan) -> list[Row]:
             (
                 f"users receiving in the last {FLOWING_S:g} s",
                 lambda r: r.flowing,
-                count,
+                _count,
             ),
             (
                 "longest gap between patches s (worst user)",
@@ -130,18 +134,29 @@ def rows(plan: Plan) -> list[Row]:
                 lambda v: fmt_num(v, 2),
             ),
         ]
-    table += [
-        ("server RSS peak MB", lambda r: r.rss_peak, mb),
-        ("server RSS end MB", lambda r: r.rss_end, mb),
-        ("server + workers RSS peak MB", lambda r: r.tree_rss_peak, mb),
-        ("server CPU s", lambda r: r.server_cpu_s, fmt_num),
-        ("worker processes CPU s", lambda r: r.workers_cpu_s, fmt_num),
-        ("loop lag p99 ms", lambda r: r.lag_p99_ms, fmt_ms),
-        ("loop lag max ms (≤)", lambda r: r.lag_max_ms, fmt_ms),
-        ("loop stalls > 250 ms", lambda r: r.stalls, count),
-        ("load generator CPU cores", lambda r: r.client_cores, lambda v: fmt_num(v, 2)),
-    ]
     return table
+
+
+SERVER_ROWS: list[Row] = [
+    ("server RSS peak MB", lambda r: r.rss_peak, _mb),
+    ("server RSS end MB", lambda r: r.rss_end, _mb),
+    ("server + workers RSS peak MB", lambda r: r.tree_rss_peak, _mb),
+    ("server CPU s", lambda r: r.server_cpu_s, fmt_num),
+    ("worker processes CPU s", lambda r: r.workers_cpu_s, fmt_num),
+    ("loop lag p99 ms", lambda r: r.lag_p99_ms, fmt_ms),
+    ("loop lag max ms (≤)", lambda r: r.lag_max_ms, fmt_ms),
+    ("loop stalls > 250 ms", lambda r: r.stalls, _count),
+    ("load generator CPU cores", lambda r: r.client_cores, lambda v: fmt_num(v, 2)),
+]
+
+
+def rows(plan: Plan) -> list[Row]:
+    """The report's metrics for this scenario: (label, value, format)."""
+    table: list[Row] = [("users connected at the end", lambda r: r.connected, _count)]
+    table += _click_rows(plan)
+    if plan.scenario == "flaky":
+        table += _reconnect_rows()
+    return table + _traffic_rows(plan) + SERVER_ROWS
 
 
 def table(plan: Plan, results: list[ModeResult]) -> str:
