@@ -194,7 +194,7 @@ class Measured:
 def runs_here(skip: set[str]) -> list[Run]:
     """The runs this machine can do (two workers need haproxy and redis-server,
     NiceGUI its package)."""
-    runs = [Run("plain"), Run("resilient")]
+    runs = [Run(mode) for mode in ("plain", "resilient") if mode not in skip]
     if "workers" not in skip:
         if missing_program() is None:
             runs.append(Run("resilient", 2))
@@ -221,7 +221,11 @@ async def measure_all(args: argparse.Namespace, files: Path) -> list[Measured]:
             progress(f"== {workload}: {run.mode} on {run.workers} worker(s)")
             # Reconnects do not depend on the workload: timed once, after light.
             users = args.reconnect_users if workload == "light" else 0
-            done = await ramp_run(plan, run, counts, slo, (users, args.reconnect_s))
+            try:
+                done = await ramp_run(plan, run, counts, slo, (users, args.reconnect_s))
+            except Exception as error:  # one broken run must not lose the others
+                progress(f"== {workload}: {run.mode} failed: {error!r}")
+                continue
             measured.append(replace(done, workload=workload))
     return measured
 
@@ -406,7 +410,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         nargs="*",
-        choices=("workers", "nicegui"),
+        choices=("plain", "resilient", "workers", "nicegui"),
         default=[],
         help="runs to leave out",
     )

@@ -162,21 +162,24 @@ class NiceGUIClient:
 
     async def click(self, key: str) -> None:
         """Send the button's click event, as the page's script does."""
+        if not self._socket.connected:
+            raise ConnectionError("the NiceGUI socket is closed")
         element_id = self.element_id(key)
         listener = next(
             e
             for e in self.elements[element_id].get("events", [])
             if e["type"] == "click"
         )
-        await self._socket.emit(
-            "event",
-            {
-                "id": int(element_id),
-                "client_id": self.session_id,
-                "listener_id": listener["listener_id"],
-                "args": [],
-            },
-        )
+        message = {
+            "id": int(element_id),
+            "client_id": self.session_id,
+            "listener_id": listener["listener_id"],
+            "args": [],
+        }
+        try:
+            await self._socket.emit("event", message)
+        except socketio.exceptions.SocketIOError as error:  # closed meanwhile
+            raise ConnectionError(str(error)) from error
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float) -> None:
         """Wait until `predicate()` holds (a missing element: not yet)."""

@@ -6,9 +6,9 @@ Run: python benchmarks/nicegui_ops_console.py   ($PORT, default 8555; the
 
 The same services, live figures, heavy report and form as the Flet app
 (`examples/ops_data.py`): a `ui.timer` refreshes the live panel every second,
-`run.cpu_bound` runs the SLA report in NiceGUI's process pool, the search box
-debounces in the browser (Quasar's `debounce` prop) and a `ui.refreshable`
-redraws the list. Elements the load generator uses carry a `data-key` prop
+`run.cpu_bound` runs the SLA report in NiceGUI's process pool (spawned workers,
+as NiceGUI advises), the search box debounces in the browser (Quasar's
+`debounce` prop) and a `ui.refreshable` redraws the list. Elements the load generator uses carry a `data-key` prop
 (`ack`, `acked`, `report`, `report-result`), as the Flet app's controls carry
 keys.
 """
@@ -130,7 +130,7 @@ if __name__ in {"__main__", "__mp_main__"}:
     port = int(os.environ.get("PORT", "8555"))
     if __name__ == "__main__":  # the load test reads the port from this line
         print(f"NiceGUI ops console: http://127.0.0.1:{port}", flush=True)
-    run.process_pool_start_method = "fork"  # Linux's default, stated (no warning)
+    run.process_pool_start_method = "spawn"  # NiceGUI advises it (fork: sockets)
     ui.run(
         host="127.0.0.1",
         port=port,

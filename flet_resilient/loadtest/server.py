@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -122,6 +123,9 @@ class ServerProcess:
         except (asyncio.TimeoutError, ValueError):
             self.stop()
             raise RuntimeError(self._failure("did not start")) from None
+        # The rest of its stdout goes to the log: a full pipe would block the
+        # server the first time it prints much.
+        threading.Thread(target=self._copy_stdout, daemon=True).start()
         deadline = time.monotonic() + START_TIMEOUT
         while not await asyncio.to_thread(self.answers):
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -129,6 +133,14 @@ class ServerProcess:
                 raise RuntimeError(self._failure("does not answer"))
             await asyncio.sleep(0.1)
         return self
+
+    def _copy_stdout(self) -> None:
+        """Append the child's stdout to its log until it closes."""
+        assert self.process is not None and self.process.stdout is not None
+        with self.log_path.open("ab") as log, contextlib.suppress(ValueError, OSError):
+            for line in self.process.stdout:  # ValueError: closed by stop()
+                log.write(line)
+                log.flush()
 
     def command(self) -> list[str]:
         """The child's command line; its first stdout line ends with its port."""
