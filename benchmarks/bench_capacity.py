@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FLET_APP = "examples/ops_console.py:main"
 NICEGUI_APP = str(ROOT / "benchmarks" / "nicegui_ops_console.py")
 OFFLINE_S = (0.2, 2.0)  # reconnect phase: how long a user stays away
+FAILED: list[str] = []  # runs that raised, for the report
 SHORT = "met the SLO at every step: ramp further (--ramp)"
 
 
@@ -76,7 +77,9 @@ class NiceGUIServer(ServerProcess):
         return [sys.executable, self.target]
 
     def environment(self) -> dict[str, str]:
-        return {**super().environment(), "PORT": str(self.nicegui_port)}
+        env = {**super().environment(), "PORT": str(self.nicegui_port)}
+        env.pop("PYTEST_CURRENT_TEST", None)  # else NiceGUI starts in its test mode
+        return env
 
     def answers(self) -> bool:
         import socket
@@ -224,7 +227,8 @@ async def measure_all(args: argparse.Namespace, files: Path) -> list[Measured]:
             try:
                 done = await ramp_run(plan, run, counts, slo, (users, args.reconnect_s))
             except Exception as error:  # one broken run must not lose the others
-                progress(f"== {workload}: {run.mode} failed: {error!r}")
+                FAILED.append(f"{workload}: {run.mode} on {run.workers}: {error!r}")
+                progress(f"== failed: {FAILED[-1]}")
                 continue
             measured.append(replace(done, workload=workload))
     return measured
@@ -378,7 +382,10 @@ def report(
         png = files / f"capacity-{workload}.png"
         if plot_ramp(ramps, slo, png):
             lines += [f"![capacity, {workload}]({png.relative_to(files.parent)})", ""]
-    lines += ["## Goals", "", *goals(measured), "", "## Steps", ""]
+    lines += ["## Goals", "", *goals(measured), ""]
+    if FAILED:
+        lines += ["## Runs that failed", "", *(f"- {f}" for f in FAILED), ""]
+    lines += ["## Steps", ""]
     for m in measured:
         lines += [f"### {m.workload}: {m.ramp.label}", "", ramp_table(m.ramp)]
     return "\n".join(lines)

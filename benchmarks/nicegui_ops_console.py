@@ -8,9 +8,9 @@ The same services, live figures, heavy report and form as the Flet app
 (`examples/ops_data.py`): a `ui.timer` refreshes the live panel every second,
 `run.cpu_bound` runs the SLA report in NiceGUI's process pool (spawned workers,
 as NiceGUI advises), the search box debounces in the browser (Quasar's
-`debounce` prop) and a `ui.refreshable` redraws the list. Elements the load generator uses carry a `data-key` prop
-(`ack`, `acked`, `report`, `report-result`), as the Flet app's controls carry
-keys.
+`debounce` prop) and a `ui.refreshable` redraws the list. Elements the load
+generator uses carry a `data-key` prop (`ack`, `acked`, `report`,
+`report-result`), as the Flet app's controls carry keys.
 """
 
 from __future__ import annotations

@@ -92,10 +92,7 @@ def counter_diff(start: Snapshots, end: Snapshots) -> dict[str, int]:
 async def start_servers(plan: Plan, mode: str) -> Servers:
     """The app in `mode`: one child process, or `plan.workers` behind HAProxy."""
     if plan.workers > 1:
-        cluster = WorkersBehindProxy(
-            plan.target, mode, plan.workers, plan.out / f"workers-{mode}"
-        )
-        return await cluster.start()
+        return await WorkersBehindProxy(plan.target, mode, plan.workers).start()
     return await ServerProcess(
         plan.target, mode, plan.out / f"server-{mode}.log"
     ).start()

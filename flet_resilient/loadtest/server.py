@@ -201,19 +201,17 @@ def stop_all_servers() -> None:
 
 class WorkersBehindProxy:
     """`workers` uvicorn processes of the app behind HAProxy, sharing a Redis:
-    the deploy setup (`flet_resilient.cluster.Cluster`), logs in `log_dir`."""
+    the deploy setup (`flet_resilient.cluster.Cluster`)."""
 
-    def __init__(self, target: str, mode: str, workers: int, log_dir: Path) -> None:
+    def __init__(self, target: str, mode: str, workers: int) -> None:
         from flet_resilient.cluster import Cluster
 
         self.mode = mode
         env = {**mode_environment(target, mode), APP_ENV: target}
-        log_dir.mkdir(parents=True, exist_ok=True)
+        # The cluster's own temporary folder: HAProxy's stats socket path must be
+        # short. Removed after a clean stop, kept (and named) after a failure.
         self.cluster = Cluster(
-            "flet_resilient.loadtest.app:create_app",
-            workers=workers,
-            env=env,
-            log_dir=log_dir,
+            "flet_resilient.loadtest.app:create_app", workers=workers, env=env
         )
 
     @property
@@ -225,9 +223,9 @@ class WorkersBehindProxy:
         route answers."""
         _live_servers.add(self)
         try:
-            await asyncio.to_thread(self.cluster.start)
+            await asyncio.to_thread(self.cluster.__enter__)
         except BaseException:
-            self.stop()
+            _live_servers.discard(self)  # __enter__ stopped what it had started
             raise
         deadline = time.monotonic() + START_TIMEOUT
         while None in await asyncio.to_thread(self.snapshots, 2.0):
@@ -248,4 +246,4 @@ class WorkersBehindProxy:
     def stop(self) -> None:
         """Stop HAProxy, the workers (their process groups) and Redis."""
         _live_servers.discard(self)
-        self.cluster.stop()
+        self.cluster.__exit__(None, None, None)
