@@ -206,3 +206,29 @@ def cells(line: str) -> list[str]:
     if not line.startswith("| "):
         return []
     return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+# --- bench_capacity ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_bench_capacity_smoke_ramps_every_run_and_states_every_goal(tmp_path):
+    report = run_benchmark("bench_capacity.py", tmp_path / "capacity.md", "--smoke")
+    runs = ["plain", "resilient"]
+    if missing_program() is None:
+        runs.append("resilient, 2 workers")
+    if importlib.util.find_spec("nicegui") and importlib.util.find_spec("socketio"):
+        runs.append("nicegui")
+    for workload in ("light", "heavy"):
+        section = report.split(f"## {workload}\n", 1)[1].split("\n## ", 1)[0]
+        rows = table_rows(section)
+        assert [label for label in rows if label != "run"] == runs, report
+        for label in runs:  # the one step of 2 users was measured
+            steps = report.split(f"### {workload}: {label}\n", 1)[1]
+            assert table_rows(steps.split("\n### ", 1)[0])["2"], report
+    for label in runs:  # every run timed its reconnects (light workload)
+        light = report.split("## light\n", 1)[1]
+        assert re.search(rf"\| {re.escape(label)} \|.*\| \d+ of \d+ \|", light), report
+    assert "no click measured" not in report, report  # every step's clicks answered
+    for goal in ("10x plain", "2x plain", "1.7x 1 worker", "> NiceGUI"):
+        assert goal in report, report

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from flet_resilient import loadtest
+from flet_resilient import cluster, loadtest
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_HEAVY = f"{ROOT / 'examples' / 'cpu_heavy.py'}:main"
@@ -114,25 +114,31 @@ def test_flaky_reconnects_with_the_session_id(tmp_path: Path) -> None:
     assert "sessions lost" in (tmp_path / "report.md").read_text()
 
 
+def a_plan(out: Path, **changes: Any) -> loadtest.Plan:
+    """A one-user clicks plan (`changes` override), for tests that run nothing."""
+    fields: dict[str, Any] = {
+        "target": "app:main",
+        "scenario": "clicks",
+        "users": 1,
+        "duration": 1.0,
+        "click_key": "plus",
+        "heavy_key": None,
+        "heavy_share": 0.0,
+        "think": 1.0,
+        "drop_every": 4.0,
+        "click_timeout": 1.0,
+        "batch": 1,
+        "seed": 1,
+        "out": out,
+    }
+    return loadtest.Plan(**{**fields, **changes})
+
+
 def test_without_matplotlib_the_report_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
-    plan = loadtest.Plan(
-        target="app:main",
-        scenario="clicks",
-        users=1,
-        duration=1.0,
-        click_key="plus",
-        heavy_key=None,
-        heavy_share=0.0,
-        think=1.0,
-        drop_every=4.0,
-        click_timeout=1.0,
-        batch=1,
-        seed=1,
-        out=tmp_path,
-    )
+    plan = a_plan(tmp_path)
     result = loadtest.ModeResult("resilient", 1, bystander=[loadtest.Sample(0, 5)])
     assert not loadtest.plot(plan, [result], tmp_path / "loadtest.png")
     assert not (tmp_path / "loadtest.png").exists()
@@ -185,3 +191,123 @@ def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# --- capacity mode (--ramp) ------------------------------------------------------
+
+SLOW_PAST = str(ROOT / "tests" / "apps" / "slow_past_app.py")
+
+
+def ramp_args(tmp_path: Path, ramp: str, *extra: str) -> list[str]:
+    """A short ramp of the slow-past app: 2 s steps, a generous 1 s SLO."""
+    return [
+        SLOW_PAST,
+        *("--ramp", ramp, "--duration", "2", "--think", "0.3"),
+        *("--slo-ms", "1000", "--click-timeout", "5", "--out", str(tmp_path)),
+        *extra,
+    ]
+
+
+def ramps(out: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return {r["label"]: r for r in data["results"]}
+
+
+def test_ramp_finds_the_step_where_clicks_break_the_slo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--ramp --compare: both modes stop at the first step past the app's wall
+    (clicks take 2 s once more than 4 sessions exist) and report 4 users."""
+    monkeypatch.setenv("SLOW_PAST", "4")
+    assert loadtest.main(ramp_args(tmp_path, "2:8:2", "--compare")) == 0
+    by_label = ramps(tmp_path)
+    assert set(by_label) == {"plain", "resilient"}
+    for ramp in by_label.values():
+        assert ramp["capacity"] == 4
+        assert [s["users"] for s in ramp["steps"]] == [2, 4, 6]  # stopped at 6
+        assert [bool(s["misses"]) for s in ramp["steps"]] == [False, False, True]
+        assert "click p99" in ramp["steps"][-1]["misses"][0]
+        for step in ramp["steps"]:
+            assert step["result"]["connected"] == step["users"]
+            assert step["result"]["bystander"]  # clicks measured in every step
+            assert step["result"]["tree_rss_peak"] > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| plain | 4 | - |" in report
+    assert "| resilient | 4 | 1.0x |" in report
+    assert "SLO: click→patch p99 ≤ 1000 ms, no session lost" in report
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "capacity.png").stat().st_size > 10_000
+    assert server_children() == []
+
+
+@pytest.mark.skipif(
+    cluster.missing_program() is not None, reason=str(cluster.missing_program())
+)
+def test_ramp_capacity_grows_with_workers_behind_haproxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--workers 1,2: each worker slows past 2 of its own sessions, so one
+    worker carries 2 users and two behind HAProxy carry 4."""
+    monkeypatch.setenv("SLOW_PAST", "2")
+    assert loadtest.main(ramp_args(tmp_path, "2:4:2", "--workers", "1,2")) == 0
+    by_label = ramps(tmp_path)
+    assert by_label["resilient"]["capacity"] == 2
+    two = by_label["resilient, 2 workers"]
+    assert two["capacity"] == 4
+    assert all(not s["misses"] for s in two["steps"])
+    assert (
+        "| resilient, 2 workers | 4 (or more) | - |"
+        in (tmp_path / "report.md").read_text()
+    )
+
+
+def result_with(
+    users: int, connected: int, clicks_ms: list[float], rss: int = 0
+) -> loadtest.ModeResult:
+    return loadtest.ModeResult(
+        "resilient",
+        users,
+        connected=connected,
+        bystander=[loadtest.Sample(0, ms) for ms in clicks_ms],
+        tree_rss_peak=rss,
+    )
+
+
+def test_slo_names_every_miss_and_capacity_stops_at_the_first() -> None:
+    slo = loadtest.SLO(p99_ms=200, rss_budget=100 * 2**20)
+    assert slo.misses(result_with(10, 10, [5.0] * 99 + [150.0])) == []
+    missed = slo.misses(result_with(10, 9, [5.0, 900.0], rss=200 * 2**20))
+    assert [m.split()[0] for m in missed] == ["click", "1", "RSS"]
+    assert slo.misses(result_with(10, 10, [])) == ["no click measured"]
+    steps = [
+        loadtest.Step(n, result_with(n, n, [1.0]), misses)
+        for n, misses in ((10, []), (20, ["x"]), (30, []))
+    ]
+    ramp = loadtest.Ramp("plain", 1, steps)
+    assert ramp.capacity == 10  # a lucky step after a miss does not count
+    assert not ramp.reached_top
+    assert loadtest.Ramp("plain", 1, steps[:1]).reached_top
+    assert loadtest.Ramp("plain", 1, steps[1:]).capacity == 0
+
+
+def test_parse_ramp_counts_and_rejects() -> None:
+    assert loadtest.parse_ramp("100:500:200") == [100, 300, 500]
+    assert loadtest.parse_ramp("5:5:1") == [5]
+    for bad in ("1:2", "0:10:5", "10:5:1", "a:b:c"):
+        with pytest.raises(ValueError, match="--ramp"):
+            loadtest.parse_ramp(bad)
+
+
+def test_roles_keep_their_shares_as_a_ramp_adds_users(tmp_path: Path) -> None:
+    """Each step's new users get roles so that the heavy users, bystanders and
+    viewers among everyone connected match the plan's shares."""
+    plan = a_plan(
+        tmp_path, users=100, heavy_key="report", heavy_share=0.05, active_share=0.2
+    )
+    roles: list[str] = []
+    for before, upto in ((0, 2), (2, 10), (10, 30), (30, 100)):
+        roles += [plan.role(i, before, upto) for i in range(before, upto)]
+        assert roles.count("heavy") == plan.heavy_count(upto)
+        assert roles.count("bystander") == plan.bystander_count(upto)
+    assert (roles.count("heavy"), roles.count("bystander")) == (5, 20)
+    assert roles[:2] == ["heavy", "bystander"]  # a heavy user from the first step
