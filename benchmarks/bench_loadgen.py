@@ -118,18 +118,18 @@ async def serve(tick_hz: float) -> None:
 
 async def generate_cli(url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Connect and drive the CLI's users; what this process's CPU did."""
-    from flet_resilient import loadtest
+    from flet_resilient.loadtest import model, scenarios
 
-    plan = loadtest.Plan(
+    plan = model.Plan(
         target="", scenario="clicks", users=args.users, duration=args.duration,
         click_key="inc", heavy_key=None, heavy_share=0.0, think=args.think,
         drop_every=0.0, click_timeout=10.0, batch=20, seed=1, out=Path("."),
     )  # fmt: skip
-    result = loadtest.ModeResult(mode="cli", users=args.users)
-    users: list[loadtest.User] = []
+    result = model.ModeResult(mode="cli", users=args.users)
+    users: list[scenarios.User] = []
     me = psutil.Process()
     rss_start, cpu = me.memory_info().rss, time.process_time()
-    await loadtest.connect_users(plan, url, result, users)
+    await scenarios.connect_users(plan, url, result, users, args.users)
     out: dict[str, Any] = {
         "connected": result.connected,
         "connect_failures": result.connect_failures,
@@ -142,11 +142,11 @@ async def generate_cli(url: str, args: argparse.Namespace) -> dict[str, Any]:
     times, wall, start = usage(), time.perf_counter(), time.monotonic()
     await asyncio.gather(
         *(
-            loadtest.guarded(
+            scenarios.guarded(
                 user,
                 result,
                 functools.partial(
-                    loadtest.clicker, user, plan, result, start, start + args.duration
+                    scenarios.clicker, user, plan, result, start, start + args.duration
                 ),
             )
             for user in users
