@@ -291,7 +291,10 @@ def restart_all(cluster: Cluster, step: Step) -> None:
     next goes; the drain lines and exit times go into `step`."""
     for worker, server in zip(cluster.workers, cluster.balancer.servers, strict=True):
         offset = worker.log_path.stat().st_size if worker.log_path.exists() else 0
-        step.exits_s.append(worker.terminate())
+        try:
+            step.exits_s.append(worker.terminate())
+        except TimeoutError:  # hung in its shutdown: terminate() SIGKILLed it
+            step.exits_s.append(math.inf)
         step.drains += drain_lines(worker, offset)
         worker.start()
         cluster.balancer.wait_for_status(server, "UP")
@@ -580,7 +583,10 @@ def rows(phases: list[Phase]) -> list[tuple[str, list[str]]]:
     )
     row(
         "SIGTERM -> exit per worker, s",
-        lambda p: ", ".join(f"{s:.2f}" for s in p.steps[0].exits_s),
+        lambda p: ", ".join(
+            f"{s:.2f}" if math.isfinite(s) else "hung (SIGKILLed after 15 s)"
+            for s in p.steps[0].exits_s
+        ),
     )
     per_step(
         "store writes tried / done, per s",
