@@ -752,8 +752,7 @@ class _GuardedSocket:
         self._websocket = websocket
         self._app = weakref.ref(app)
         self._closed: int | None = None
-        if _guard is not None:
-            _bound_reads(websocket)
+        self._transport = _bound_reads(websocket) if _guard is not None else None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._websocket, name)
@@ -762,7 +761,15 @@ class _GuardedSocket:
         """Close once; later reads raise WebSocketDisconnect with this code."""
         if self._closed is None:
             self._closed = code
+            self._read_freely()
             await self._websocket.close(code=code, reason=reason)
+
+    def _read_freely(self) -> None:
+        """Closing: what the client still sends is discarded, so read it in
+        asyncio's big chunks again (8 KiB reads of a refused 10 MB frame cost
+        the loop 1,280 callbacks per frame)."""
+        if self._transport is not None:
+            vars(self._transport).pop("max_size", None)
 
     async def receive_bytes(self) -> bytes:
         """The next binary frame, after the closed, text-frame and size checks."""
@@ -775,6 +782,9 @@ class _GuardedSocket:
             data = await self._websocket.receive_bytes()
         except KeyError:  # a text frame: its ASGI message has no "bytes"
             data = None
+        except WebSocketDisconnect:  # e.g. uvicorn refused a frame over its limit
+            self._read_freely()
+            raise
         app = self._app()
         if app is None:
             return data or b""
@@ -789,20 +799,20 @@ class _GuardedSocket:
         return data
 
 
-def _bound_reads(websocket: Any) -> None:
-    """Read this client's socket `READ_CHUNK_BYTES` at a time.
+def _bound_reads(websocket: Any) -> Any:
+    """Read this client's socket `READ_CHUNK_BYTES` at a time; its transport.
 
     asyncio reads up to 256 KiB per callback and uvicorn parses every frame of
     a read in that callback: a flood of small frames waiting in the kernel's
     buffers held the loop 170 ms. The transport is uvicorn's, reached through
     the ASGI receive callable (a middleware wrapping it, or uvloop, hides it:
-    warned once, counted as `transport.reads_unbounded`).
+    warned once, counted as `transport.reads_unbounded`: None).
     """
     protocol = getattr(getattr(websocket, "_receive", None), "__self__", None)
     transport = getattr(protocol, "transport", None)
     if isinstance(getattr(transport, "max_size", None), int):
         transport.max_size = READ_CHUNK_BYTES  # type: ignore[union-attr]
-        return
+        return transport
     count("transport.reads_unbounded")
     if not _unbounded_warned:
         _unbounded_warned.append(type(transport).__name__)
@@ -811,6 +821,7 @@ def _bound_reads(websocket: Any) -> None:
             "a flood of small frames can hold the event loop per read",
             type(transport).__name__,
         )
+    return None
 
 
 _unbounded_warned: list[str] = []

@@ -396,6 +396,21 @@ async def test_a_client_socket_is_read_in_small_slices():
         await user.close()
 
 
+async def test_a_refused_socket_is_read_in_big_chunks_again():
+    """What a client sends once its socket is refused is only discarded: read
+    8 KiB at a time, the rest of a 10 MB frame cost the loop 1,280 callbacks
+    (bench_hostile's big frames)."""
+    async with FletServer(Counter().main) as server:
+        user = await FletClient(server.ws_url).connect()
+        (app,) = list(adapter._live_apps)
+        transport = app._FletApp__websocket._transport
+        assert transport.max_size == adapter.READ_CHUNK_BYTES
+        assert user.ws is not None
+        await user.ws.send(b"\x00" * (2 * 1024 * 1024))  # over the 1 MiB limit
+        await asyncio.wait_for(user.closed.wait(), 30)
+        assert transport.max_size == type(transport).max_size
+
+
 def test_a_socket_whose_reads_cannot_be_bounded_says_so(caplog, monkeypatch):
     monkeypatch.setattr(adapter, "_unbounded_warned", [])
     adapter._bound_reads(object())  # e.g. behind a middleware that wraps receive
