@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_finite", "check_positive", "check_positive_int", "check_seconds"]
+__all__ = [
+    "check_bool",
+    "check_finite",
+    "check_positive",
+    "check_positive_int",
+    "check_seconds",
+]
 
 
 def check_positive(
@@ -54,3 +60,9 @@ def check_finite(name: str, value: object, *, optional: bool = False) -> None:
     check_positive(
         name, value, expected="a finite number > 0", optional=optional, finite=True
     )
+
+
+def check_bool(name: str, value: object) -> None:
+    """Refuse a switch that is not True or False (a truthy string is a mistake)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")

@@ -25,9 +25,9 @@ from cachetools import TLRUCache
 from flet.controls.page import Page
 from flet.messaging.session import Session
 
-from flet_resilient import adapter, memory, persist, recycle
+from flet_resilient import adapter, gcfreeze, memory, persist, recycle
 from flet_resilient.background import spawn
-from flet_resilient.checks import check_positive, check_seconds
+from flet_resilient.checks import check_bool, check_positive, check_seconds
 from flet_resilient.codec import decode_state, encode_state
 from flet_resilient.durable import DurableStore, StoreUnavailable, store_latency
 from flet_resilient.identity import Identity
@@ -295,6 +295,7 @@ def evict_idle(
     recycle_rss: int | None = None,
     recycle_idle_rss: int | None = None,
     name: str | None = None,
+    freeze_gc: bool = True,
 ) -> Callable[[Main], Main]:
     """Decorate `main(page)` so idle and disconnected sessions free their memory
     and app state outlives its session and its worker.
@@ -335,6 +336,9 @@ def evict_idle(
         name: this app's identity: its own browser key and store namespace,
             so apps on one origin never read each other's state (default: the
             module and name of `main`; set it to keep keys across a rename).
+        freeze_gc: after page builds and events, move what survived out of the
+            garbage collector's view, so its full passes stop pausing the loop
+            for every live page (process-wide; see `flet_resilient.gcfreeze`).
     """
     if callable(idle_ttl):
         raise TypeError("use @evict_idle() or @evict_idle(idle_ttl=...)")
@@ -362,6 +366,9 @@ def evict_idle(
     secret = app_secret(secret_key, durable.shared)
     recycler = recycle.Recycler.configure(recycle_after, recycle_rss, recycle_idle_rss)
     recycler.live_bytes = _live_bytes
+    check_bool("freeze_gc", freeze_gc)
+    if freeze_gc and not disabled():
+        gcfreeze.enable()
 
     def decorate(main: Main) -> Main:
         identity = Identity(secret, app=name or _app_name(main))
@@ -410,8 +417,7 @@ def _validate_callables(state: Any, on_evict: Any, release_memory: Any) -> None:
     """`state` and `on_evict` are callables (or None), `release_memory` a bool."""
     if state is not None and not callable(state):
         raise TypeError(f"state must be a dataclass or a factory, got {state!r}")
-    if not isinstance(release_memory, bool):
-        raise TypeError(f"release_memory must be True or False, got {release_memory!r}")
+    check_bool("release_memory", release_memory)
     if on_evict is not None and not callable(on_evict):
         raise TypeError(f"on_evict must be callable, got {on_evict!r}")
 

@@ -9,6 +9,7 @@ register response and every patch, and clicks controls by `key`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
 import time
@@ -146,6 +147,7 @@ class FletServer(LoopbackEndpoint):
         self._server.should_exit = True
         self._thread.join(timeout=15)
         self._socket.close()
+        gc.unfreeze()  # what its sessions left frozen (gcfreeze) is collectable
 
     def __enter__(self) -> FletServer:
         return self.start()

@@ -1,0 +1,87 @@
+"""Keep Python's garbage collector from pausing the loop over live pages.
+
+A full collection examines every tracked object, and live sessions' control
+trees are most of them: with a few hundred sessions one pass holds the event
+loop for hundreds of milliseconds, and it runs whenever the oldest generation
+has grown by a quarter. Shortly after sessions build their pages (and after
+client events), one full pass collects the garbage among the objects made
+since the last freeze (the others are out of its view, so it is short) and
+what survived is moved out of the collector's view (`gc.freeze()`): each
+object is examined about once instead of at every pass. Frozen objects are
+still freed by reference counting (evicted sessions are dismantled for that);
+a frozen cycle that becomes garbage later is reclaimed only when its worker is
+recycled (`evict_idle(recycle_idle_rss=...)`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from typing import Any
+
+from flet.messaging.session import Session
+
+from flet_resilient import adapter
+from flet_resilient.metrics import Histogram, count, register_section
+
+__all__ = ["FREEZE_DELAY_S", "enable", "enabled", "full_pauses"]
+
+FREEZE_DELAY_S = 1.0
+"""A freeze follows the first build or event after the last one by this much
+(so a burst of new sessions costs one)."""
+
+full_pauses = Histogram()
+"""How long each full (oldest-generation) collection held the loop (ms)."""
+
+_timers: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
+_started: list[float] = []
+
+
+def enable() -> None:
+    """Freeze surviving objects after page builds and events, from now on."""
+    adapter.on_session("created", _freeze_soon)
+    adapter.on_session("handled", _freeze_soon)
+    if _time_collection not in gc.callbacks:
+        gc.callbacks.append(_time_collection)
+
+
+def enabled() -> bool:
+    """Whether this process freezes (an `evict_idle` app asked for it)."""
+    return _time_collection in gc.callbacks
+
+
+def _freeze_soon(session: Session) -> None:
+    loop = asyncio.get_running_loop()
+    for closed in [other for other in _timers if other.is_closed()]:
+        del _timers[closed]
+    if loop not in _timers:
+        _timers[loop] = loop.call_later(FREEZE_DELAY_S, _freeze, loop)
+
+
+def _freeze(loop: asyncio.AbstractEventLoop) -> None:
+    _timers.pop(loop, None)
+    gc.collect()  # garbage goes first (a pass over what is not frozen yet)
+    gc.freeze()
+    count("gc.freezes")
+
+
+def _time_collection(phase: str, info: dict[str, Any]) -> None:
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _started[:] = [time.perf_counter()]
+    elif _started:
+        full_pauses.record((time.perf_counter() - _started.pop()) * 1000)
+
+
+def _section() -> dict[str, Any]:
+    """`stats()['gc']`: objects out of the collector's view, full passes."""
+    return {
+        "freezing": enabled(),
+        "frozen_objects": gc.get_freeze_count(),
+        "full_collections": full_pauses.snapshot(),
+    }
+
+
+register_section("gc", _section)

@@ -1,0 +1,90 @@
+"""Live pages leave the garbage collector's view; evicted ones are still freed."""
+
+import asyncio
+import gc
+import subprocess
+import sys
+import weakref
+
+import flet as ft
+import pytest
+
+from flet_resilient import MemoryStore, evict_idle, gcfreeze, stats
+from flet_resilient.testing import FletClient, FletServer, wait_until
+
+ROWS = 50
+
+
+class App:
+    """Pages of ROWS texts; weak references to every text it built."""
+
+    def __init__(self, **options) -> None:
+        self.texts: list[weakref.ref] = []
+        options.setdefault("store", MemoryStore())
+        options.setdefault("secret_key", "test-secret")
+        self.main = evict_idle(name="gc", sweep_interval=0.2, **options)(self._main)
+
+    def _main(self, page: ft.Page) -> None:
+        texts = [ft.Text(f"row {i}") for i in range(ROWS)]
+        self.texts += map(weakref.ref, texts)
+        page.add(ft.Column(texts), ft.Text("ready", key="ready"))
+
+
+def collector_sees(refs: list[weakref.ref]) -> int:
+    """How many of the live objects the collector's generations still hold."""
+    watched = {id(obj) for ref in refs if (obj := ref()) is not None}
+    return sum(id(obj) in watched for obj in gc.get_objects())
+
+
+async def visit(server: FletServer) -> FletClient:
+    user = await FletClient(server.ws_url).connect()
+    await user.wait_for(lambda: user.value("ready") == "ready")
+    return user
+
+
+async def test_built_pages_leave_the_collectors_view():
+    app = App(idle_ttl=60)
+    async with FletServer(app.main) as server:
+        users = [await visit(server) for _ in range(4)]
+        assert len(app.texts) == 4 * ROWS
+        # A full pass examines only what was made since: not the pages' texts.
+        await wait_until(lambda: collector_sees(app.texts) == 0, timeout=10)
+        assert stats()["counters"]["gc.freezes"] >= 1
+        assert stats()["gc"]["frozen_objects"] > 4 * ROWS
+        await asyncio.gather(*(u.close() for u in users))
+
+
+async def test_frozen_pages_of_evicted_sessions_are_still_freed():
+    gc.collect()
+    gc.disable()  # reference counting alone must free them
+    try:
+        app = App(idle_ttl=60, disconnected_ttl=0.3)
+        async with FletServer(app.main) as server:
+            users = [await visit(server) for _ in range(4)]
+            await wait_until(lambda: collector_sees(app.texts) == 0, timeout=10)
+            await asyncio.gather(*(u.close() for u in users))
+            await wait_until(lambda: all(r() is None for r in app.texts), timeout=10)
+    finally:
+        gc.enable()
+
+
+def test_full_collections_are_timed_in_stats():
+    gcfreeze.enable()
+    before = stats()["gc"]["full_collections"]["count"]
+    gc.collect()
+    assert stats()["gc"]["full_collections"]["count"] == before + 1
+    assert stats()["gc"]["freezing"] is True
+
+
+def test_freezing_is_off_with_freeze_gc_false_and_checked():
+    script = (
+        "from flet_resilient import evict_idle, gcfreeze\n"
+        "evict_idle(freeze_gc=False, secret_key='k')(lambda page: None)\n"
+        "print(gcfreeze.enabled())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
+    with pytest.raises(TypeError, match="freeze_gc must be True or False"):
+        evict_idle(freeze_gc="yes")
