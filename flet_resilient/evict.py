@@ -25,7 +25,8 @@ from cachetools import TLRUCache
 from flet.controls.page import Page
 from flet.messaging.session import Session
 
-from flet_resilient import adapter, memory, persist, recycle
+from flet_resilient import _flet as adapter
+from flet_resilient import memory, persist, recycle
 from flet_resilient.background import spawn
 from flet_resilient.checks import check_positive, check_seconds
 from flet_resilient.codec import decode_state, encode_state

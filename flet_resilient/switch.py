@@ -1,6 +1,6 @@
 """`FLET_RESILIENT_DISABLE=1` turns every mitigation off (for side-by-side runs).
 
-With it set when flet_resilient is imported, the adapter leaves Flet exactly
+With it set when flet_resilient is imported, the seam leaves Flet exactly
 as shipped, the decorators leave `main` as plain Flet would run it and
 `@offload` calls its function inline on the event loop, so the same app can be
 measured with and without flet-resilient (the loop-lag watchdog still measures

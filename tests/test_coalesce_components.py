@@ -369,8 +369,8 @@ async def test_a_patch_coalescing_cannot_defer_is_warned_once_and_counted(
     assert "parent=Component" in warnings[0].getMessage()
 
 
-async def test_a_page_the_adapter_does_not_route_is_warned_about(caplog, monkeypatch):
-    # As if Flet's Session were not the one the adapter wraps.
+async def test_a_page_the_seam_does_not_route_is_warned_about(caplog, monkeypatch):
+    # As if Flet's Session were not the one the seam wraps.
     monkeypatch.setattr(Session, "patch_control", Session.patch_control.__wrapped__)
     monkeypatch.setattr(coalesce, "_warned", set())
     caplog.set_level(logging.WARNING, logger="flet_resilient.coalesce")
