@@ -1,13 +1,16 @@
-"""The Flet seam: version guard, thread-safe send queue, no leaked sessions."""
+"""The Flet seam: version guard, install and uninstall, thread-safe send queue,
+no leaked sessions."""
 
 import asyncio
+import sys
 import threading
 
 import flet as ft
 import pytest
+from flet_web.fastapi.flet_app import FletApp
 
 from flet_resilient import _flet
-from flet_resilient._flet import hooks, version
+from flet_resilient._flet import hooks, pagebuild, version
 from flet_resilient.testing import FletClient, FletServer, wait_until
 
 
@@ -15,6 +18,51 @@ def test_unsupported_flet_version_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(version, "version", lambda name: "2.3.0")
     with pytest.raises(_flet.UnsupportedFletVersion, match=r"flet 2\.3\.0"):
         version.check_version()
+
+
+ABSENT = object()
+
+
+def flet_names() -> dict[tuple[object, str], object]:
+    """What Flet holds under each name the seam replaces, as in the owner's
+    `__dict__` (ABSENT where it has none)."""
+    names = [
+        *_flet.PATCHED,
+        *pagebuild.SPED_UP,
+        (FletApp, "_FletApp__send_queue"),
+        (FletApp, "_flet_resilient_installed"),
+        (sys.modules[FletApp.__module__], "msgpack"),
+    ]
+    return {(owner, name): vars(owner).get(name, ABSENT) for owner, name in names}
+
+
+def test_uninstall_puts_back_every_flet_name_exactly():
+    reinstall = _flet.installed()
+    _flet.uninstall()
+    try:
+        shipped = flet_names()
+        _flet.install()
+        installed = flet_names()
+        assert all(installed[key] is not shipped[key] for key in shipped)
+        _flet.uninstall()
+        assert not _flet.installed()
+        restored = flet_names()
+        assert all(restored[key] is shipped[key] for key in shipped)
+    finally:
+        if reinstall:
+            _flet.install()
+
+
+def test_stock_flet_keeps_the_seam_out_for_the_test(stock_flet):
+    _flet.install()  # as the test server and the decorators do
+    assert not _flet.installed()
+
+
+def test_as_shipped_puts_the_seam_back_after():
+    _flet.install()
+    with _flet.as_shipped():
+        assert not _flet.installed()
+    assert _flet.installed()
 
 
 async def test_send_queue_put_from_a_thread_wakes_the_loop():

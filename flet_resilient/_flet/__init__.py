@@ -72,6 +72,7 @@ from flet_resilient._flet.pagebuild import speedups, speedups_on
 from flet_resilient._flet.register import take_over
 from flet_resilient._flet.seam import (
     PATCHED,
+    as_shipped,
     cannot_route,
     install,
     installed,
@@ -91,6 +92,7 @@ __all__ = [
     "SendQueue",
     "UnsupportedFletVersion",
     "add_outbox",
+    "as_shipped",
     "came_from_elsewhere",
     "cannot_route",
     "close_session",

@@ -9,9 +9,10 @@ Flet as shipped in the same process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -27,6 +28,9 @@ from flet_resilient.switch import disabled, speedups_off
 
 _MARK = "_flet_resilient_installed"
 """The class attribute on FletApp that says the seam is in place."""
+
+_held_off: list[bool] = []
+"""Non-empty inside `as_shipped()`: `install()` leaves Flet as shipped."""
 
 _replaced: dict[tuple[type, str], Any] = {}
 """What `install()` replaced, by (owner, name), exactly as it was in the
@@ -51,7 +55,7 @@ def install() -> None:
     """Wrap Flet's methods, once (a decorator, `serve()` or the test server
     calls it; importing flet-resilient does not). FLET_RESILIENT_DISABLE=1
     leaves Flet exactly as shipped."""
-    if disabled() or installed():
+    if disabled() or installed() or _held_off:
         return
     check_flet()
     setattr(FletApp, _MARK, True)
@@ -81,6 +85,22 @@ def uninstall() -> None:
     else:
         setattr(FletApp, SEND_QUEUE, slot)
     delattr(FletApp, _MARK)
+
+
+@contextlib.contextmanager
+def as_shipped() -> Iterator[None]:
+    """Flet exactly as shipped inside the block, for a side-by-side test: the
+    seam uninstalled and `install()` a no-op (so a test server or decorator
+    does not put it back); reinstalled after, if it was installed."""
+    was_installed = installed()
+    uninstall()
+    _held_off.append(True)
+    try:
+        yield
+    finally:
+        _held_off.pop()
+        if was_installed:
+            install()
 
 
 def installed() -> bool:
