@@ -15,10 +15,7 @@ from flet.controls.base_control import BaseControl
 from flet.controls.context import _context_page
 from flet.controls.control_event import Event
 from flet.controls.page import Page
-from flet.messaging.protocol import (
-    MessageAction,
-    configure_encode_object_for_msgpack,
-)
+from flet.messaging.protocol import MessageAction, configure_encode_object_for_msgpack
 from flet.messaging.session import Session
 from flet_web.fastapi.flet_app import app_manager
 

@@ -13,9 +13,7 @@ from typing import Any, Literal, Protocol
 
 import msgpack
 from fastapi import WebSocketDisconnect
-from flet.messaging.protocol import (
-    MessageAction,
-)
+from flet.messaging.protocol import MessageAction
 from flet.messaging.session import Session
 from flet_web.fastapi.flet_app import FletApp, app_manager
 

@@ -8,10 +8,7 @@ import logging
 import threading
 from typing import Any
 
-from flet.messaging.protocol import (
-    Message,
-    MessageAction,
-)
+from flet.messaging.protocol import Message, MessageAction
 
 from flet_resilient.metrics import count
 

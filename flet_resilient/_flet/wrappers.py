@@ -23,9 +23,7 @@ from flet.components.component import Component
 from flet.controls.base_control import BaseControl
 from flet.controls.context import _context_page, context
 from flet.controls.page import Page
-from flet.messaging.protocol import (
-    MessageAction,
-)
+from flet.messaging.protocol import MessageAction
 from flet.messaging.session import Session
 from flet_web.fastapi.flet_app import FletApp, app_manager
 from flet_web.fastapi.flet_app_manager import FletAppManager
