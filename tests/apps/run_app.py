@@ -1,7 +1,7 @@
 """A decorated app started the ways Flet users start apps (ft.run, flet run --web).
 
-FLET_SERVER_IP=127.0.0.1 FLET_SERVER_PORT=8550 python run_app.py
-flet run --web --host 127.0.0.1 -p 8550 run_app.py
+    FLET_SERVER_IP=127.0.0.1 FLET_SERVER_PORT=8550 python run_app.py
+    flet run --web --host 127.0.0.1 -p 8550 run_app.py
 """
 
 from dataclasses import dataclass
