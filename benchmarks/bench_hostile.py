@@ -100,7 +100,7 @@ def make_main(controls: int) -> Any:
 
 def server_stats() -> dict[str, Any]:
     """Flet's sessions (all, still connected) and flet-resilient's refusals."""
-    from flet_resilient import adapter
+    from flet_resilient import _flet as adapter
     from flet_resilient.metrics import counters
 
     sessions = list(adapter.sessions().values())

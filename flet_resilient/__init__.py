@@ -1,11 +1,11 @@
 """flet-resilient: keep Flet web apps responsive with many users and flaky networks.
 
 Importing the package changes nothing in Flet: the first decorator, `serve()`
-or the test server installs the adapter's fixes (see `adapter.install`); each
-mitigation is then one decorator away.
+or the test server installs the seam's fixes (see `install`; `uninstall`
+puts Flet back as shipped); each mitigation is then one decorator away.
 """
 
-from flet_resilient.adapter import UnsupportedFletVersion, install, speedups
+from flet_resilient._flet import UnsupportedFletVersion, install, speedups, uninstall
 from flet_resilient.coalesce import coalesce_page, coalesce_updates
 from flet_resilient.drain import DrainReport, drain
 from flet_resilient.errors import (
@@ -62,5 +62,6 @@ __all__ = [
     "speedups",
     "stats",
     "throttle",
+    "uninstall",
     "watch_loop",
 ]

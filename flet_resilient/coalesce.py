@@ -30,7 +30,7 @@ from flet.controls.base_control import BaseControl
 from flet.controls.page import Page
 from flet.messaging.session import Session
 
-from flet_resilient import adapter, overload
+from flet_resilient import _flet, overload
 from flet_resilient.checks import check_positive
 from flet_resilient.mainwrap import Main, wrap_main
 from flet_resilient.metrics import count, register_section
@@ -78,7 +78,7 @@ class Coalescer:
         if self.merge(control):
             return
         self._dirty[id(control)] = control
-        adapter.hold(control, self)
+        _flet.hold(control, self)
         if self._answer():
             return
         if self._timer is None:
@@ -106,7 +106,7 @@ class Coalescer:
 
     def _answer(self) -> bool:
         """In a client event's handler, send its first change once it yields."""
-        run = adapter.current_handler()
+        run = _flet.current_handler()
         if run is None or run.answered:
             return False
         run.answered = True  # the event's response is not held for the window
@@ -132,7 +132,7 @@ class Coalescer:
 
     def backlog_bytes(self) -> int:
         session = self._session()
-        queue = adapter.send_queue(session) if session is not None else None
+        queue = _flet.send_queue(session) if session is not None else None
         return queue.backlog_bytes if queue is not None else 0
 
     def flush(self) -> None:
@@ -156,7 +156,7 @@ class Coalescer:
             self._timer = None
         dirty, self._dirty = self._dirty, {}
         for control in dirty.values():
-            adapter.release(control)
+            _flet.release(control)
         session = self._session()
         if session is None:
             return  # the session is gone: drop its pending patches
@@ -168,9 +168,9 @@ class Coalescer:
         for control in dirty.values():
             if _has_dirty_ancestor(control, dirty):
                 continue
-            if adapter.control_page(control) is not session.page:
+            if _flet.control_page(control) is not session.page:
                 continue  # removed from the page since it was marked
-            adapter.patch_now(session, control)
+            _flet.patch_now(session, control)
 
     def bypassed(self, shape: str) -> None:
         """A patch it could not defer went out at once: say so, once per shape."""
@@ -205,10 +205,10 @@ def _has_dirty_ancestor(control: BaseControl, dirty: dict[int, BaseControl]) -> 
     A plain diff neither re-renders a component nor looks into its body; a
     component's re-render re-renders the components nested in it.
     """
-    rendered = adapter.is_component(control)
+    rendered = _flet.is_component(control)
     parent = control.parent
     while parent is not None:
-        component = adapter.is_component(parent)
+        component = _flet.is_component(parent)
         if id(parent) in dirty and component == rendered:
             return True
         if component and not rendered:
@@ -236,7 +236,7 @@ def coalesce_page(
 ) -> Coalescer:
     """Coalesce every `update()` of this page's session (call from main).
 
-    On a page the adapter cannot route it warns, counts and leaves the page
+    On a page the seam cannot route it warns, counts and leaves the page
     to Flet (the returned coalescer is then not installed).
     """
     return _coalesce(page, CoalesceOptions(max_hz, max_backlog_bytes))
@@ -246,12 +246,12 @@ def _coalesce(page: Page, options: CoalesceOptions) -> Coalescer:
     """Install a coalescer with `options` on the page's session, if it can act."""
     session = page.session
     coalescer = Coalescer(session, options)
-    problem = adapter.cannot_route(session)
+    problem = _flet.cannot_route(session)
     if problem is not None:
         _bypassed(f"cannot act on this page: {problem}")
         return coalescer
     _coalescers[session] = coalescer
-    adapter.set_patch_sink(session, coalescer)
+    _flet.set_patch_sink(session, coalescer)
     return coalescer
 
 
@@ -275,7 +275,7 @@ def coalesce_updates(
 
 def _section() -> dict[str, Any]:
     sessions = {
-        adapter.session_tag(s): c.snapshot() for s, c in list(_coalescers.items())
+        _flet.session_tag(s): c.snapshot() for s, c in list(_coalescers.items())
     }
     return {
         "sessions": len(sessions),
@@ -291,5 +291,5 @@ def _flush_handled(session: Session) -> None:
         coalescer.flush()
 
 
-adapter.on_session("handled", _flush_handled)
+_flet.on_session("handled", _flush_handled)
 register_section("coalesce", _section)

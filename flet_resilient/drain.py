@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import anyio
 from flet.messaging.session import Session
 
-from flet_resilient import adapter, durable, persist
+from flet_resilient import _flet, durable, persist
 from flet_resilient.checks import check_seconds
 from flet_resilient.metrics import Histogram, count
 
@@ -63,7 +63,7 @@ async def drain(timeout: float = DRAIN_TIMEOUT_S) -> DrainReport:
         # Writes kept after a failed call (a slow moment counts as one) would
         # die with the process: send them now, not after the retry's backoff.
         await durable.flush_kept()
-    closed = await adapter.close_sockets()
+    closed = await _flet.close_sockets()
     seconds = time.perf_counter() - started
     drain_latency.record(seconds * 1000)
     report = DrainReport(
@@ -108,4 +108,4 @@ async def _on_shutdown() -> None:
     await drain()
 
 
-adapter.on_shutdown(_on_shutdown)
+_flet.on_shutdown(_on_shutdown)

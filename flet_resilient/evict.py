@@ -25,7 +25,7 @@ from cachetools import TLRUCache
 from flet.controls.page import Page
 from flet.messaging.session import Session
 
-from flet_resilient import adapter, gcfreeze, memory, persist, recycle
+from flet_resilient import _flet, gcfreeze, memory, persist, recycle
 from flet_resilient.background import spawn
 from flet_resilient.checks import check_bool, check_positive, check_seconds
 from flet_resilient.codec import decode_state, encode_state
@@ -59,7 +59,7 @@ CONTROL_BYTES = 1600
 
 def estimated_bytes(session: Session) -> int:
     """A cheap estimate of the memory a session holds."""
-    return SESSION_BASE_BYTES + CONTROL_BYTES * adapter.control_count(session)
+    return SESSION_BASE_BYTES + CONTROL_BYTES * _flet.control_count(session)
 
 
 class _SessionCache(TLRUCache):
@@ -165,7 +165,7 @@ class _Tracker:
             return  # active again since it was picked, or already going
         self._evicting.add(session)
         count(f"evict.{reason}")
-        tag = adapter.session_tag(session)
+        tag = _flet.session_tag(session)
         logger.info("evicting session %s (%s)", tag, reason)
         try:
             await persist.save(session)
@@ -180,8 +180,8 @@ class _Tracker:
                 logger.exception("on_evict hook failed for session %s", tag)
         page = session.page
         recycle.session_evicted(estimated_bytes(session))
-        await adapter.end_session(session)
-        adapter.dismantle(page)  # freed now by refcounting, not at the next gc
+        await _flet.end_session(session)
+        _flet.dismantle(page)  # freed now by refcounting, not at the next gc
         if self.release_memory:
             memory.trim_soon()
 
@@ -204,19 +204,19 @@ def _forget(session: Session) -> None:
 
 
 for _event in ("activity", "attached", "disconnected"):
-    adapter.on_session(_event, _touch)
-adapter.on_session("closed", _forget)
+    _flet.on_session(_event, _touch)
+_flet.on_session("closed", _forget)
 
 
 def _track_created(session: Session) -> None:
     """A session Flet just made: tracked from now, even if main never runs."""
-    tracker = getattr(adapter.session_main(session), _TRACKER_ATTRIBUTE, None)
+    tracker = getattr(_flet.session_main(session), _TRACKER_ATTRIBUTE, None)
     if isinstance(tracker, _Tracker) and session not in _trackers:
         _trackers[session] = tracker
         tracker.touch(session)
 
 
-adapter.on_session("created", _track_created)
+_flet.on_session("created", _track_created)
 
 
 async def app_state(page: Page) -> Any:
@@ -259,7 +259,7 @@ async def app_state(page: Page) -> Any:
 
 def _count_restore(session: Session) -> None:
     count("evict.rehydrated")
-    if adapter.came_from_elsewhere(session):
+    if _flet.came_from_elsewhere(session):
         count("state.restored_elsewhere")  # its old session is on another worker
 
 

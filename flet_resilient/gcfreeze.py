@@ -22,7 +22,7 @@ from typing import Any
 
 from flet.messaging.session import Session
 
-from flet_resilient import adapter
+from flet_resilient import _flet
 from flet_resilient.metrics import Histogram, count, register_section
 
 __all__ = ["FREEZE_DELAY_S", "enable", "enabled", "full_pauses"]
@@ -40,8 +40,8 @@ _started: list[float] = []
 
 def enable() -> None:
     """Freeze surviving objects after page builds and events, from now on."""
-    adapter.on_session("created", _freeze_soon)
-    adapter.on_session("handled", _freeze_soon)
+    _flet.on_session("created", _freeze_soon)
+    _flet.on_session("handled", _freeze_soon)
     if _time_collection not in gc.callbacks:
         gc.callbacks.append(_time_collection)
 

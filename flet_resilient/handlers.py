@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from flet_resilient import adapter
+from flet_resilient import _flet
 
 __all__ = ["debounce", "throttle"]
 
@@ -48,7 +48,7 @@ def _rate_limited(
         async def wrapper(*args: Any) -> None:
             owner = getattr(args[0], "control", None) if args else None
             if owner is None:
-                owner = adapter.current_page()
+                owner = _flet.current_page()
             window = windows.setdefault(owner, _Window())
             window.latest += 1
             mine = window.latest

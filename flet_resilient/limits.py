@@ -2,7 +2,7 @@
 
 Flet trusts its client: any frame size, any number of events, any number of
 sessions. These limits are on by default (see docs/security.md) and enforced
-by the adapter on every socket, however the app is served; `serve()` also
+by the seam on every socket, however the app is served; `serve()` also
 hands the frame limit to uvicorn, which then refuses a big frame before
 reading it. Refused input is counted in `stats()` (`transport.*` counters)
 and logged at WARNING at most once per client address and kind every
@@ -20,7 +20,7 @@ from typing import Any, Literal
 from cachetools import TTLCache
 from flet.messaging.session import Session
 
-from flet_resilient import adapter
+from flet_resilient import _flet
 from flet_resilient.checks import check_finite, check_positive_int
 from flet_resilient.metrics import count, register_section
 from flet_resilient.switch import disabled
@@ -86,7 +86,7 @@ class _Bucket:
 
 
 class _Guard:
-    """The adapter's `InboundGuard`: applies the current `Limits`."""
+    """The seam's `InboundGuard`: applies the current `Limits`."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -110,7 +110,7 @@ class _Guard:
     def max_frame_bytes(self) -> int | None:
         return self.limits.max_frame_bytes
 
-    def admit_event(self, session: Session) -> adapter.Admission:
+    def admit_event(self, session: Session) -> _flet.Admission:
         """One token of the session's bucket, else the flood policy."""
         rate = self.limits.event_rate
         if rate is None:
@@ -168,7 +168,7 @@ class _Guard:
         """One WARNING line per address and kind per interval; all at DEBUG."""
         who = client_ip or "an unknown address"
         if session is not None:
-            who += f" (session {adapter.session_tag(session)})"
+            who += f" (session {_flet.session_tag(session)})"
         logger.debug("refused %s from %s", what, who, exc_info=exc)
         if (client_ip, kind) in self._logged:
             return
@@ -249,9 +249,9 @@ def _check_session_cap(cap: Any) -> None:
 
 
 def _install() -> None:
-    """Hand the guard to the adapter (not when flet-resilient is switched off)."""
+    """Hand the guard to the seam (not when flet-resilient is switched off)."""
     if not disabled():
-        adapter.set_inbound_guard(_guard)
+        _flet.set_inbound_guard(_guard)
 
 
 def _section() -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from flet.controls.page import Page
 
-from flet_resilient import adapter
+from flet_resilient import _flet
 
 __all__ = ["Main", "wrap_main"]
 
@@ -24,7 +24,7 @@ def wrap_main(main: Main, install: Callable[[Page], object], decorator: str) -> 
     """Return `main` with `install(page)` run first, keeping main's kind."""
     if not callable(main):
         raise TypeError(f"{decorator} decorates the app's main(page), got {main!r}")
-    adapter.install()
+    _flet.install()
     if inspect.isgeneratorfunction(main) or inspect.isasyncgenfunction(main):
         raise TypeError(
             f"{decorator}: generator mains are not supported; "

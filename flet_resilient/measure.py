@@ -394,7 +394,7 @@ async def serve_child(
     stdin closes."""
     import uvicorn
 
-    from flet_resilient import adapter
+    from flet_resilient import _flet as adapter
 
     adapter.install()  # as serve() does (a no-op with FLET_RESILIENT_DISABLE=1)
     sock = loopback_socket()

@@ -27,7 +27,7 @@ from typing import (
 
 import anyio
 
-from flet_resilient import adapter
+from flet_resilient import _flet
 from flet_resilient.checks import check_positive_int
 from flet_resilient.errors import JobCancelled, JobDropped, OffloadTimeout
 from flet_resilient.metrics import count, register_section
@@ -173,7 +173,7 @@ def _cancel_session_jobs(session: Any) -> None:
         scope.cancel()
 
 
-adapter.on_session("closed", _cancel_session_jobs)
+_flet.on_session("closed", _cancel_session_jobs)
 register_section("offload", _backends.section)
 
 
@@ -219,7 +219,7 @@ class _Job:
         self._reference_checked = True
 
     async def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        handler_mode = bool(args) and adapter.is_flet_event(args[0])
+        handler_mode = bool(args) and _flet.is_flet_event(args[0])
         try:
             return await self._run(Call(self.fn, self.name, args, kwargs))
         except (JobDropped, JobCancelled) as exc:
@@ -230,7 +230,7 @@ class _Job:
 
     async def _run(self, call: Call) -> Any:
         self._check_reference()
-        page = adapter.current_page()
+        page = _flet.current_page()
         session = page.session if page is not None else None
         session_id = session.id if session is not None else None
         backend = _backends.for_call(self.kind, self.executor)

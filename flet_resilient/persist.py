@@ -24,7 +24,7 @@ from typing import Any
 
 from flet.messaging.session import Session
 
-from flet_resilient import adapter
+from flet_resilient import _flet
 from flet_resilient.background import spawn
 from flet_resilient.codec import encode_state
 from flet_resilient.durable import DurableStore, StoreUnavailable
@@ -147,7 +147,7 @@ async def _settle(session: Session, state: Bound) -> bool:
     if held is not None and held[0] >= PROVISIONAL_BELOW:
         count("state.reloaded_after_outage")
         logger.info("store back: reloading a session made during the outage")
-        spawn(adapter.end_session(session))  # the client returns to its state
+        spawn(_flet.end_session(session))  # the client returns to its state
         return False
     state.provisional = False
     return True
@@ -206,13 +206,13 @@ async def save_logged(session: Session) -> str:
         return await save(session)
     except TypeError:
         count("state.unencodable")
-        logger.exception("state of session %s not saved", adapter.session_tag(session))
+        logger.exception("state of session %s not saved", _flet.session_tag(session))
         return "unencodable"
 
 
-adapter.on_session("handled", _touched)
-adapter.on_session("disconnected", _disconnected)
-adapter.on_session("closed", _closed)
+_flet.on_session("handled", _touched)
+_flet.on_session("disconnected", _disconnected)
+_flet.on_session("closed", _closed)
 
 
 def _section() -> dict[str, Any]:

@@ -6,7 +6,10 @@ Define a `flet_main` fixture returning your app's `main`, then use:
 * `flet_proxy`: a `FaultProxy` in front of it (`blackhole()`, `cut()`);
 * `flet_client`: a connected `FletClient` going through the proxy, with
   `click(key)`, `value(key)`, `wait_for(...)` and `reconnect()`;
-* `flet_connect`: a factory for more clients (`await flet_connect()`).
+* `flet_connect`: a factory for more clients (`await flet_connect()`);
+* `stock_flet`: Flet exactly as shipped for the test (the seam uninstalled,
+  and not reinstalled by a server or decorator until the test ends), to
+  compare an app with and without flet-resilient in one run.
 
 The fixtures are async and need pytest-asyncio (in the `test` extra); without
 it this plugin registers nothing, so it never breaks an unrelated test run.
@@ -14,7 +17,7 @@ it this plugin registers nothing, so it never breaks an unrelated test run.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -27,6 +30,7 @@ else:
     HAVE_ASYNCIO = True
 
 if HAVE_ASYNCIO:
+    from flet_resilient._flet import as_shipped
     from flet_resilient.testing import FaultProxy, FletClient, FletServer
 
     @pytest.fixture
@@ -36,6 +40,13 @@ if HAVE_ASYNCIO:
             "define a `flet_main` fixture returning your app's main(page) to use "
             "flet_server / flet_client"
         )
+
+    @pytest.fixture
+    def stock_flet() -> Iterator[None]:
+        """Flet as shipped during the test (`flet_resilient.uninstall()`);
+        the seam is reinstalled after it if it was installed before."""
+        with as_shipped():
+            yield
 
     @pytest.fixture
     def flet_server_options() -> dict[str, Any]:

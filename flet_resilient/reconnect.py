@@ -32,7 +32,7 @@ import anyio
 from flet.controls.page import Page
 from flet.messaging.session import Session
 
-from flet_resilient import adapter
+from flet_resilient import _flet
 from flet_resilient.background import spawn
 from flet_resilient.checks import check_positive_int, check_seconds
 from flet_resilient.mainwrap import Main, wrap_main
@@ -99,18 +99,18 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return len(self._entries)
 
-    # --- adapter.Outbox ---------------------------------------------------------
+    # --- _flet.Outbox ---------------------------------------------------------
 
     def capture(self, message: Any) -> bool:
         session = self._session()
-        if session is None or not adapter.is_one_shot(message):
+        if session is None or not _flet.is_one_shot(message):
             return False
         if self._handed_to_loop(self._capture_or_send, message):
             return True  # decided on the loop, after the thread's earlier patches
         offline = session.connection is None
-        invoke = adapter.invoke_call(message)
+        invoke = _flet.invoke_call(message)
         if offline or invoke is not None:
-            size = adapter.message_size(message)
+            size = _flet.message_size(message)
             if size > self.options.max_bytes:
                 self._refuse(session, invoke, size, held=offline)
             else:
@@ -121,7 +121,7 @@ class ReplayBuffer:
         """On the loop: what `capture` does, then send what it did not keep."""
         session = self._session()
         if session is not None and not self.capture(message):
-            adapter.resend(session, message)
+            _flet.resend(session, message)
 
     def answered(self, call_id: str) -> None:
         if self._handed_to_loop(self.answered, call_id):
@@ -141,12 +141,12 @@ class ReplayBuffer:
             return
         self.expire()
         for seq, entry in list(self._entries.items()):
-            if entry.invoke is not None and not adapter.invoke_pending(
+            if entry.invoke is not None and not _flet.invoke_pending(
                 session, entry.invoke[1]
             ):
                 self._remove(seq)  # its caller gave up (timeout or cancel)
                 continue
-            adapter.resend(session, entry.message)
+            _flet.resend(session, entry.message)
             count("reconnect.replayed")
             if entry.invoke is None:
                 self._remove(seq)
@@ -191,7 +191,7 @@ class ReplayBuffer:
             self._fail(invoke, why)
             return
         logger.warning(
-            "error report for session %s dropped: %s", adapter.session_tag(session), why
+            "error report for session %s dropped: %s", _flet.session_tag(session), why
         )
 
     def _keep(
@@ -229,9 +229,9 @@ class ReplayBuffer:
             self._drop(seq, "reconnect.dropped", "overflow, session reloaded")
         session = self._session()
         if session is not None:
-            tag = adapter.session_tag(session)
+            tag = _flet.session_tag(session)
             logger.warning("replay buffer of %s overflowed: ending it", tag)
-            spawn(adapter.close_session(session))
+            spawn(_flet.close_session(session))
 
     def _schedule_expiry(self) -> None:
         if self._timer is not None or not self._entries:
@@ -261,7 +261,7 @@ class ReplayBuffer:
         """Make the caller awaiting an `invoke_method` raise a clear RuntimeError."""
         session = self._session()
         if session is not None:
-            adapter.fail_invoke(session, *invoke, f"invoke_method not delivered: {why}")
+            _flet.fail_invoke(session, *invoke, f"invoke_method not delivered: {why}")
 
     def _remove(self, seq: int) -> _Entry:
         entry = self._entries.pop(seq)
@@ -289,8 +289,8 @@ def _on_disconnected(session: Session) -> None:
         _presence[session] = anyio.Event()
 
 
-adapter.on_session("attached", _on_attached)
-adapter.on_session("disconnected", _on_disconnected)
+_flet.on_session("attached", _on_attached)
+_flet.on_session("disconnected", _on_disconnected)
 
 
 def _presence_event(session: Session) -> anyio.Event:
@@ -349,7 +349,7 @@ def buffer_reconnects(
     def install(page: Page) -> None:
         buffer = ReplayBuffer(page.session, options)
         _buffers[page.session] = buffer
-        adapter.add_outbox(page.session, buffer)
+        _flet.add_outbox(page.session, buffer)
 
     def decorate(main: Main) -> Main:
         if disabled():
@@ -376,9 +376,9 @@ async def _take_over(session: Session, main: Any) -> None:
     if _options(main) is None:
         return
     count("reconnect.takeovers")
-    tag = adapter.session_tag(session)
+    tag = _flet.session_tag(session)
     logger.info("session %s taken over from a stale socket", tag)
-    await adapter.take_over(session)
+    await _flet.take_over(session)
 
 
 def _keyed_without_ip(main: Any) -> bool:
@@ -387,8 +387,8 @@ def _keyed_without_ip(main: Any) -> bool:
     return options is not None and not options.bind_ip
 
 
-adapter.on_stale_socket(_take_over)
-adapter.key_without_ip(_keyed_without_ip)
+_flet.on_stale_socket(_take_over)
+_flet.key_without_ip(_keyed_without_ip)
 
 
 def _section() -> dict[str, Any]:

@@ -27,9 +27,9 @@ def serve(
     import flet_web.fastapi as flet_fastapi
     import uvicorn
 
-    from flet_resilient import adapter
+    from flet_resilient import _flet
 
-    adapter.install()
+    _flet.install()
     port = port or int(os.environ.get("PORT", "8550"))
     app_options.setdefault("no_cdn", True)
     print(f"{getattr(main, '__module__', 'app')}: http://{host}:{port}", flush=True)

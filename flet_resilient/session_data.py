@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import anyio
     from flet.messaging.session import Session
 
-    from flet_resilient.adapter import Outbox, PatchSink
+    from flet_resilient._flet.hooks import Outbox, PatchSink
 
 __all__ = ["SessionData", "SessionField", "data_of", "find"]
 

@@ -102,9 +102,9 @@ class FletServer(LoopbackEndpoint):
     def __init__(self, main: Callable[..., Any], **app_kwargs: Any) -> None:
         import flet_web.fastapi as flet_fastapi
 
-        from flet_resilient import adapter
+        from flet_resilient import _flet
 
-        adapter.install()  # the seam's fixes, as any decorated app gets them
+        _flet.install()  # the seam's fixes, as any decorated app gets them
         self.app = flet_fastapi.app(main, **app_kwargs)
         self._socket = loopback_socket()
         self.port: int = self._socket.getsockname()[1]

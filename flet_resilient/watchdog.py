@@ -17,7 +17,7 @@ import traceback
 import weakref
 from typing import Any
 
-from flet_resilient import adapter
+from flet_resilient import _flet
 from flet_resilient.metrics import Histogram, count, counters, register_section
 from flet_resilient.overload import load_factor
 
@@ -122,4 +122,4 @@ def _section() -> dict[str, Any]:
 
 
 register_section("loop", _section)
-adapter.on_socket(watch_loop)  # every served socket's loop is watched
+_flet.on_socket(watch_loop)  # every served socket's loop is watched

@@ -7,7 +7,8 @@ import time
 import flet as ft
 import pytest
 
-from flet_resilient import adapter, coalesce_updates, stats
+from flet_resilient import _flet, coalesce_updates, stats
+from flet_resilient._flet import hooks
 from flet_resilient.testing import Action, FletClient, FletServer, wait_until
 
 MAX_HZ = 20
@@ -29,7 +30,11 @@ def tight_loop_app(page: ft.Page) -> None:
 
 
 @pytest.mark.parametrize("coalesced", [True, False], ids=["coalesced", "plain"])
-async def test_tight_update_loop_sends_few_frames_and_the_final_value(coalesced):
+async def test_tight_update_loop_sends_few_frames_and_the_final_value(
+    coalesced, request
+):
+    if not coalesced:  # compared with Flet as shipped, not merely undecorated
+        request.getfixturevalue("stock_flet")
     async with (
         FletServer(maybe_coalesced(tight_loop_app, coalesced)) as server,
         FletClient(server.ws_url) as user,
@@ -61,7 +66,9 @@ def producer_app(page: ft.Page) -> None:
 
 
 @pytest.mark.parametrize("coalesced", [True, False], ids=["coalesced", "plain"])
-async def test_200hz_producer_is_capped_at_max_hz(coalesced):
+async def test_200hz_producer_is_capped_at_max_hz(coalesced, request):
+    if not coalesced:  # compared with Flet as shipped, not merely undecorated
+        request.getfixturevalue("stock_flet")
     async with (
         FletServer(maybe_coalesced(producer_app, coalesced)) as server,
         FletClient(server.ws_url) as user,
@@ -183,23 +190,23 @@ async def test_stats_report_batches_and_merges():
 
 def session_stats(user: FletClient) -> dict:
     """`stats()["coalesce"]` of the user's session (listed by its opaque tag)."""
-    session = next(s for s in adapter.sessions().values() if s.id == user.session_id)
-    return stats()["coalesce"]["per_session"][adapter.session_tag(session)]
+    session = next(s for s in _flet.sessions().values() if s.id == user.session_id)
+    return stats()["coalesce"]["per_session"][_flet.session_tag(session)]
 
 
 async def test_repeated_updates_of_a_pending_control_hold_nothing_afterwards():
     # A repeated update() of a pending control is a no-op looked up in the
-    # adapter's held map; every entry must go once the patch is sent or the
+    # seam's held map; every entry must go once the patch is sent or the
     # session ends mid-stream (ids would otherwise be reused by new controls).
     async with FletServer(maybe_coalesced(producer_app, True)) as server:
         finished = await FletClient(server.ws_url).connect()
         await finished.wait_for(lambda: finished.value("value") == "400", timeout=30)
-        await wait_until(lambda: not adapter._held)
+        await wait_until(lambda: not hooks.held)
         await finished.close()
         gone = await FletClient(server.ws_url).connect()
         await gone.wait_for(lambda: int(gone.value("value") or 0) > 10)
         gone.abort()
-        await wait_until(lambda: not adapter._held, timeout=10)
+        await wait_until(lambda: not hooks.held, timeout=10)
 
 
 @coalesce_updates(max_hz=MAX_HZ)

@@ -85,7 +85,9 @@ async def check_capped(
 
 
 @pytest.mark.parametrize("coalesced", [True, False], ids=["coalesced", "plain"])
-async def test_component_state_at_200hz_is_capped_at_max_hz(coalesced):
+async def test_component_state_at_200hz_is_capped_at_max_hz(coalesced, request):
+    if not coalesced:  # compared with Flet as shipped, not merely undecorated
+        request.getfixturevalue("stock_flet")
     await check_capped(Producer, coalesced, lambda user: user.value("value") == "400")
 
 
@@ -117,7 +119,9 @@ def board_done(user: FletClient) -> bool:
 
 
 @pytest.mark.parametrize("coalesced", [True, False], ids=["coalesced", "plain"])
-async def test_nested_components_are_capped_and_stay_in_sync(coalesced):
+async def test_nested_components_are_capped_and_stay_in_sync(coalesced, request):
+    if not coalesced:  # compared with Flet as shipped, not merely undecorated
+        request.getfixturevalue("stock_flet")
     # The board re-renders its gauges while each gauge also sets its own state.
     main = maybe_coalesced(rendered(Board), coalesced)
     async with FletServer(main) as server, FletClient(server.ws_url) as user:
@@ -148,7 +152,9 @@ def TitledProducer() -> ft.Control:
 
 
 @pytest.mark.parametrize("coalesced", [True, False], ids=["coalesced", "plain"])
-async def test_a_pending_page_update_does_not_swallow_a_render(coalesced):
+async def test_a_pending_page_update_does_not_swallow_a_render(coalesced, request):
+    if not coalesced:  # compared with Flet as shipped, not merely undecorated
+        request.getfixturevalue("stock_flet")
     # The page is the component's ancestor, but its plain diff does not
     # re-render components: both must be sent.
     await check_capped(
@@ -171,7 +177,9 @@ def TickingDialog() -> ft.Control:
 
 
 @pytest.mark.parametrize("coalesced", [True, False], ids=["coalesced", "plain"])
-async def test_an_open_dialog_rerendered_by_its_component_is_capped(coalesced):
+async def test_an_open_dialog_rerendered_by_its_component_is_capped(coalesced, request):
+    if not coalesced:  # compared with Flet as shipped, not merely undecorated
+        request.getfixturevalue("stock_flet")
     await check_capped(
         TickingDialog, coalesced, lambda user: user.value("tick") == "tick 400"
     )
@@ -238,7 +246,9 @@ def ticker_counter_app(gate: asyncio.Event, ticks: list[int], coalesced: bool):
 
 
 @pytest.mark.parametrize("coalesced", [True, False], ids=["coalesced", "plain"])
-async def test_counter_clicks_show_each_new_value_at_once(coalesced):
+async def test_counter_clicks_show_each_new_value_at_once(coalesced, request):
+    if not coalesced:  # compared with Flet as shipped, not merely undecorated
+        request.getfixturevalue("stock_flet")
     # Without the event path the clicks' renders would wait for the 2-minute
     # window (these waits time out); plain Flet answers too, but sends every tick.
     ticks: list[int] = []
@@ -369,8 +379,8 @@ async def test_a_patch_coalescing_cannot_defer_is_warned_once_and_counted(
     assert "parent=Component" in warnings[0].getMessage()
 
 
-async def test_a_page_the_adapter_does_not_route_is_warned_about(caplog, monkeypatch):
-    # As if Flet's Session were not the one the adapter wraps.
+async def test_a_page_the_seam_does_not_route_is_warned_about(caplog, monkeypatch):
+    # As if Flet's Session were not the one the seam wraps.
     monkeypatch.setattr(Session, "patch_control", Session.patch_control.__wrapped__)
     monkeypatch.setattr(coalesce, "_warned", set())
     caplog.set_level(logging.WARNING, logger="flet_resilient.coalesce")

@@ -12,7 +12,7 @@ import pytest
 from flet_resilient import (
     MemoryStore,
     RedisStore,
-    adapter,
+    _flet,
     app_state,
     evict_idle,
     memory,
@@ -70,7 +70,7 @@ STORAGE_KEY = Identity("test-secret", app="notes").storage_key
 
 
 def live_session_ids() -> set[str]:
-    return {session.id for session in adapter.sessions().values()}
+    return {session.id for session in _flet.sessions().values()}
 
 
 async def use(user: FletClient, clicks: int, text: str) -> None:

@@ -4,12 +4,14 @@ its wrapper accepts every call Flet's own signature allows."""
 import inspect
 
 import pytest
+from flet.messaging.session import Session
 
-from flet_resilient import adapter
+from flet_resilient import _flet
+from flet_resilient._flet import pagebuild, seam, version
 
 
 def _original(owner: type, name: str):
-    adapter.install()
+    _flet.install()
     wrapper = vars(owner)[name]
     if isinstance(wrapper, property):
         return wrapper.fget, wrapper.fget.__wrapped__
@@ -18,8 +20,8 @@ def _original(owner: type, name: str):
 
 @pytest.mark.parametrize(
     ("owner", "name"),
-    adapter.PATCHED,
-    ids=[f"{o.__qualname__}.{n}" for o, n in adapter.PATCHED],
+    _flet.PATCHED,
+    ids=[f"{o.__qualname__}.{n}" for o, n in _flet.PATCHED],
 )
 def test_each_wrapped_flet_method_exists_and_keeps_its_calls(owner, name):
     wrapper, original = _original(owner, name)
@@ -36,25 +38,23 @@ def test_each_wrapped_flet_method_exists_and_keeps_its_calls(owner, name):
 
 
 def test_a_missing_flet_method_is_a_clear_error_naming_it(monkeypatch):
-    monkeypatch.setattr(
-        adapter, "PATCHED", (*adapter.PATCHED, (adapter.Session, "_gone_in_flet_9"))
-    )
+    monkeypatch.setattr(seam, "PATCHED", (*_flet.PATCHED, (Session, "_gone_in_flet_9")))
     missing = r"Session\._gone_in_flet_9"
-    with pytest.raises(adapter.UnsupportedFletVersion, match=missing):
-        adapter._check_flet()
+    with pytest.raises(_flet.UnsupportedFletVersion, match=missing):
+        seam.check_flet()
 
 
 def test_a_missing_private_attribute_is_a_clear_error_naming_it():
-    with pytest.raises(adapter.UnsupportedFletVersion, match=r"object\._FletApp__gone"):
-        adapter._private(object(), "_FletApp__gone")
+    with pytest.raises(_flet.UnsupportedFletVersion, match=r"object\._FletApp__gone"):
+        version.private(object(), "_FletApp__gone")
 
 
 @pytest.mark.parametrize(
     ("owner", "name"),
-    adapter.SPED_UP + adapter.SPEEDUP_READS,
+    pagebuild.SPED_UP + pagebuild.SPEEDUP_READS,
     ids=[
         f"{getattr(o, '__qualname__', o.__name__)}.{n}"
-        for o, n in adapter.SPED_UP + adapter.SPEEDUP_READS
+        for o, n in pagebuild.SPED_UP + pagebuild.SPEEDUP_READS
     ],
 )
 def test_each_flet_name_the_speedups_replace_or_read_exists(owner, name):
@@ -62,15 +62,15 @@ def test_each_flet_name_the_speedups_replace_or_read_exists(owner, name):
 
 
 def test_the_fast_configure_step_keeps_flets_calls():
-    adapter.install()
+    _flet.install()
     test_each_wrapped_flet_method_exists_and_keeps_its_calls(
-        adapter.DiffBuilder, "_configure_dataclass"
+        pagebuild.DiffBuilder, "_configure_dataclass"
     )
 
 
 def test_a_missing_flet_name_the_speedups_need_is_a_clear_error(monkeypatch):
-    gone = (adapter.object_patch, "_gone_in_flet_9")
-    monkeypatch.setattr(adapter, "SPEEDUP_READS", (*adapter.SPEEDUP_READS, gone))
+    gone = (pagebuild.object_patch, "_gone_in_flet_9")
+    monkeypatch.setattr(pagebuild, "SPEEDUP_READS", (*pagebuild.SPEEDUP_READS, gone))
     missing = r"flet\.controls\.object_patch\._gone_in_flet_9"
-    with pytest.raises(adapter.UnsupportedFletVersion, match=missing):
-        adapter._check_flet()
+    with pytest.raises(_flet.UnsupportedFletVersion, match=missing):
+        seam.check_flet()

@@ -113,7 +113,7 @@ def test_dashboard_is_importable():
 
 def test_counters_exported_from_zero_are_counted_by_the_library():
     """A `FROM_ZERO` name nobody counts any more would keep a dead series at 0."""
-    source = "\n".join(p.read_text() for p in (ROOT / "flet_resilient").glob("*.py"))
+    source = "\n".join(p.read_text() for p in (ROOT / "flet_resilient").rglob("*.py"))
     for name in FROM_ZERO:
         literal = f'count("{name}"' in source
         reason = name.removeprefix("evict.")

@@ -9,7 +9,8 @@ import flet as ft
 import msgpack
 import pytest
 
-from flet_resilient import adapter, evict_idle, serving
+from flet_resilient import _flet, evict_idle, serving
+from flet_resilient._flet import hooks, inbound
 from flet_resilient.metrics import counters
 from flet_resilient.testing import Action, FletClient, FletServer, wait_until
 
@@ -61,13 +62,13 @@ async def plus_id(user: FletClient) -> int:
 
 async def sockets_gone() -> None:
     """Every server socket's handler has ended (so all its frames were handled)."""
-    await wait_until(lambda: not adapter._live_apps, timeout=60)
+    await wait_until(lambda: not hooks.live_apps, timeout=60)
 
 
 def connected(session_id: str | None) -> bool:
     """Whether the server has the session with this id on a live socket."""
-    found = [s for s in adapter.sessions().values() if s.id == session_id]
-    return any(adapter.is_connected(s) for s in found)
+    found = [s for s in _flet.sessions().values() if s.id == session_id]
+    return any(_flet.is_connected(s) for s in found)
 
 
 def delta(name: str, before: dict[str, int]) -> int:
@@ -80,15 +81,15 @@ def delta(name: str, before: dict[str, int]) -> int:
 async def test_reregistering_on_one_socket_creates_no_more_sessions():
     app = Counter()
     async with FletServer(app.main) as server:
-        before = set(adapter.sessions())
+        before = set(_flet.sessions())
         user = await FletClient(server.ws_url).connect()
         for _ in range(200):
             await user.send(Action.REGISTER_CLIENT, register_body(secrets.token_hex(8)))
         await user.close()
         await sockets_gone()
-        mine = [s for k, s in adapter.sessions().items() if k not in before]
+        mine = [s for k, s in _flet.sessions().items() if k not in before]
         assert len(mine) <= 1
-        assert not any(adapter.is_connected(s) for s in mine)
+        assert not any(_flet.is_connected(s) for s in mine)
 
 
 async def test_a_refused_reregister_leaves_the_socket_working():
@@ -109,14 +110,14 @@ async def test_a_session_whose_main_never_runs_is_still_tracked():
 
     main = evict_idle(disconnected_ttl=0.2, sweep_interval=0.05)(Counter().main)
     async with FletServer(main, before_main=failing_before_main) as server:
-        before = set(adapter.sessions())
+        before = set(_flet.sessions())
         user = await FletClient(server.ws_url).connect()
-        (key,) = set(adapter.sessions()) - before
+        (key,) = set(_flet.sessions()) - before
         from flet_resilient import evict
 
-        assert evict._trackers.get(adapter.sessions()[key]) is not None
+        assert evict._trackers.get(_flet.sessions()[key]) is not None
         await user.close()
-        await wait_until(lambda: key not in adapter.sessions())
+        await wait_until(lambda: key not in _flet.sessions())
 
 
 async def test_a_register_flet_fails_on_halfway_closes_and_is_tracked():
@@ -124,15 +125,15 @@ async def test_a_register_flet_fails_on_halfway_closes_and_is_tracked():
 
     main = evict_idle(disconnected_ttl=0.2, sweep_interval=0.05)(Counter().main)
     async with FletServer(main) as server:
-        before = set(adapter.sessions())
+        before = set(_flet.sessions())
         async with websockets.connect(server.ws_url) as ws:
             body = {**register_body(None), "page": "not a page patch"}
             await ws.send(b"\x00" + msgpack.packb([Action.REGISTER_CLIENT, body]))
             await asyncio.wait_for(ws.wait_closed(), 30)
             assert ws.close_code == 1002
-        made = set(adapter.sessions()) - before
+        made = set(_flet.sessions()) - before
         assert made  # Flet made the session before failing on the page patch
-        await wait_until(lambda: not made & set(adapter.sessions()))
+        await wait_until(lambda: not made & set(_flet.sessions()))
 
 
 async def test_new_sessions_per_address_can_be_capped():
@@ -279,7 +280,7 @@ async def test_incoming_messages_are_formatted_only_for_a_debug_log(
 ):
     # flet-web f-formats every incoming message for its debug line even when
     # that log is off (a 10 MB frame took over a second of the loop); the
-    # adapter keeps the repr short unless the log is on.
+    # seam keeps the repr short unless the log is on.
     debug, formatted = transport_lines
     marker = "marker " * 50
     async with FletServer(Counter().main) as server:
@@ -389,10 +390,10 @@ async def test_a_client_socket_is_read_in_small_slices():
     held the loop 170 ms (bench_hostile's event flood)."""
     async with FletServer(Counter().main) as server:
         user = await FletClient(server.ws_url).connect()
-        (app,) = list(adapter._live_apps)
+        (app,) = list(hooks.live_apps)
         websocket = app._FletApp__websocket._websocket  # inside the guard
         transport = websocket._receive.__self__.transport
-        assert transport.max_size == adapter.READ_CHUNK_BYTES
+        assert transport.max_size == inbound.READ_CHUNK_BYTES
         await user.close()
 
 
@@ -402,9 +403,9 @@ async def test_a_refused_socket_is_read_in_big_chunks_again():
     (bench_hostile's big frames)."""
     async with FletServer(Counter().main) as server:
         user = await FletClient(server.ws_url).connect()
-        (app,) = list(adapter._live_apps)
+        (app,) = list(hooks.live_apps)
         transport = app._FletApp__websocket._transport
-        assert transport.max_size == adapter.READ_CHUNK_BYTES
+        assert transport.max_size == inbound.READ_CHUNK_BYTES
         assert user.ws is not None
         await user.ws.send(b"\x00" * (2 * 1024 * 1024))  # over the 1 MiB limit
         await asyncio.wait_for(user.closed.wait(), 30)
@@ -412,9 +413,9 @@ async def test_a_refused_socket_is_read_in_big_chunks_again():
 
 
 def test_a_socket_whose_reads_cannot_be_bounded_says_so(caplog, monkeypatch):
-    monkeypatch.setattr(adapter, "_unbounded_warned", [])
-    adapter._bound_reads(object())  # e.g. behind a middleware that wraps receive
-    adapter._bound_reads(object())
+    monkeypatch.setattr(inbound, "_unbounded_warned", [])
+    inbound._bound_reads(object())  # e.g. behind a middleware that wraps receive
+    inbound._bound_reads(object())
     assert counters["transport.reads_unbounded"] == 2
     assert [r.getMessage() for r in caplog.records].count(
         "cannot bound reads of client sockets (transport NoneType has no max_size): "

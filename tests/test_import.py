@@ -1,5 +1,6 @@
 """Importing flet-resilient, or having its pytest plugin installed, changes nothing
-in Flet: the seam is installed by the first decorator, `serve()` or test server."""
+in Flet: the seam is installed by the first decorator, `serve()` or test server,
+and `uninstall()` puts back exactly what it changed."""
 
 import subprocess
 import sys
@@ -7,15 +8,37 @@ import textwrap
 
 UNTOUCHED = textwrap.dedent(
     """
+    import os
+    from flet.controls import object_patch
+    from flet.controls.base_control import BaseControl
+    from flet.controls.object_patch import DiffBuilder
+    from flet.messaging import protocol
     from flet.messaging.session import Session
+    from flet_web.fastapi import flet_app
     from flet_web.fastapi.flet_app import FletApp
+    from flet_web.fastapi.flet_app_manager import FletAppManager
+    from flet_web.fastapi.flet_fastapi import FastAPI
+
+    os.environ.pop("FLET_RESILIENT_DISABLE", None)
+    OWNERS = (FletApp, FletAppManager, FastAPI, Session, BaseControl, DiffBuilder,
+              object_patch, protocol, flet_app)
+    SHIPPED = [dict(vars(owner)) for owner in OWNERS]
+    ABSENT = object()
 
     def assert_flet_untouched():
-        assert not hasattr(FletApp, "_flet_resilient_installed")
-        for method in (FletApp.handle, Session.patch_control, Session.close):
-            assert not hasattr(method, "__wrapped__"), method
+        for owner, shipped in zip(OWNERS, SHIPPED):
+            now = vars(owner)
+            changed = sorted(name for name in shipped.keys() | now.keys()
+                             if now.get(name, ABSENT) is not shipped.get(name, ABSENT))
+            assert not changed, (owner, changed)
+
+    def assert_owners_cover_the_seam():
+        from flet_resilient import _flet
+        from flet_resilient._flet import pagebuild
+        replaced = {owner for owner, _ in _flet.PATCHED + pagebuild.SPED_UP}
+        assert replaced <= set(OWNERS), replaced - set(OWNERS)
     """
-)
+)  # fmt: skip
 
 
 def run(code: str, cwd=None) -> subprocess.CompletedProcess:
@@ -29,6 +52,25 @@ def test_import_flet_resilient_leaves_flet_untouched():
                "import flet_resilient.testing, flet_resilient.cluster\n"
                "assert_flet_untouched()\n")  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_uninstall_leaves_flets_classes_as_shipped():
+    done = run(UNTOUCHED + textwrap.dedent(
+        """
+        import flet_resilient
+        assert_owners_cover_the_seam()
+        flet_resilient.install()
+        try:
+            assert_flet_untouched()
+        except AssertionError:
+            pass
+        else:
+            raise SystemExit("install() changed nothing")
+        flet_resilient.uninstall()
+        assert_flet_untouched()
+        """
+    ))  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
 
 
 def test_the_first_decorator_installs_the_seam():

@@ -45,7 +45,9 @@ def make_app(
 
 
 @pytest.mark.parametrize("use_offload", [True, False], ids=["offload", "plain"])
-async def test_bystander_click_answered_while_cpu_job_runs(use_offload):
+async def test_bystander_click_answered_while_cpu_job_runs(use_offload, request):
+    if not use_offload:  # compared with Flet as shipped, not merely undecorated
+        request.getfixturevalue("stock_flet")
     job_started, job_done = threading.Event(), threading.Event()
     async with (
         FletServer(make_app(use_offload, job_started, job_done)) as server,

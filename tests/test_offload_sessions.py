@@ -7,7 +7,7 @@ import flet as ft
 import offload_jobs
 import pytest
 
-from flet_resilient import JobCancelled, JobDropped, adapter, stats
+from flet_resilient import JobCancelled, JobDropped, _flet, stats
 from flet_resilient.testing import FletClient, FletServer, wait_until
 
 JOBS = {
@@ -106,7 +106,7 @@ async def test_session_close_cancels_pending_and_running_jobs():
     ):
         await click_three_times(user)  # 1 running, 2 and 3 queued
         before = stats()["counters"].get("offload.cancelled", 0)
-        await server.call(adapter.close_session(sessions[0]))
+        await server.call(_flet.close_session(sessions[0]))
         await wait_until(lambda: len(outcomes) == 3)
     assert sorted(outcomes) == ["cancelled 1", "cancelled 2", "cancelled 3"]
     assert stats()["counters"]["offload.cancelled"] == before + 3
@@ -134,7 +134,7 @@ async def test_session_close_kills_a_running_process_job():
         await user.click("run")
         await asyncio.to_thread(started.wait, 10)
         await wait_until(lambda: stats()["offload"]["process"]["running"] == 1)
-        await server.call(adapter.close_session(sessions[0]))
+        await server.call(_flet.close_session(sessions[0]))
         await wait_until(lambda: outcomes)
     assert outcomes == ["cancelled"]
     assert stats()["offload"]["process"]["running"] == 0

@@ -51,7 +51,11 @@ async def cut_off(app: App, proxy: FaultProxy, clicks: int = 1) -> FletClient:
 
 
 @pytest.mark.parametrize("decorated", [True, False], ids=["buffered", "plain"])
-async def test_half_open_link_then_quick_reconnect_keeps_the_session(decorated):
+async def test_half_open_link_then_quick_reconnect_keeps_the_session(
+    decorated, request
+):
+    if not decorated:  # compared with Flet as shipped, not merely undecorated
+        request.getfixturevalue("stock_flet")
     app = App(decorated)
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
         phone = await FletClient(proxy.ws_url).connect()
@@ -71,7 +75,11 @@ async def test_half_open_link_then_quick_reconnect_keeps_the_session(decorated):
 
 
 @pytest.mark.parametrize("decorated", [True, False], ids=["buffered", "plain"])
-async def test_invoke_method_sent_while_cut_off_is_delivered_after_reconnect(decorated):
+async def test_invoke_method_sent_while_cut_off_is_delivered_after_reconnect(
+    decorated, request
+):
+    if not decorated:  # compared with Flet as shipped, not merely undecorated
+        request.getfixturevalue("stock_flet")
     app = App(decorated)
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
         phone = await cut_off(app, proxy)

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from flet.controls.object_patch import DiffBuilder
 
-from flet_resilient import adapter
+from flet_resilient import _flet
+from flet_resilient._flet import pagebuild
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tests" / "apps" / "varied_page.py"
@@ -59,17 +60,17 @@ def test_frames_are_byte_identical_with_and_without_the_speedups(tmp_path):
 
 
 def test_speedups_switch_between_flets_own_steps_and_the_fast_ones():
-    adapter.install()
-    assert adapter.speedups_on()  # install() turns them on
+    _flet.install()
+    assert _flet.speedups_on()  # install() turns them on
     fast = DiffBuilder._configure_dataclass
     try:
-        adapter.speedups(False)
-        assert not adapter.speedups_on()
+        _flet.speedups(False)
+        assert not _flet.speedups_on()
         assert not hasattr(DiffBuilder._configure_dataclass, "__wrapped__")
-        assert type(adapter.object_patch.dataclasses).__name__ == "module"
-        assert not hasattr(adapter.protocol._get_root_dataclass_field, "cache_info")
+        assert type(pagebuild.object_patch.dataclasses).__name__ == "module"
+        assert not hasattr(pagebuild.protocol._get_root_dataclass_field, "cache_info")
     finally:
-        adapter.speedups(True)
-    assert adapter.speedups_on()
+        _flet.speedups(True)
+    assert _flet.speedups_on()
     assert DiffBuilder._configure_dataclass.__wrapped__ is fast.__wrapped__
-    assert hasattr(adapter.protocol._get_root_dataclass_field, "cache_info")
+    assert hasattr(pagebuild.protocol._get_root_dataclass_field, "cache_info")

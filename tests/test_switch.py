@@ -1,7 +1,9 @@
 """FLET_RESILIENT_DISABLE=1 leaves apps as plain Flet runs them."""
 
 import asyncio
+import os
 import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -9,6 +11,27 @@ from flet_resilient import buffer_reconnects, coalesce_updates, offload, persist
 from flet_resilient.durable import DurableStore
 from flet_resilient.identity import Identity
 from flet_resilient.stores import MemoryStore
+from flet_resilient.switch import disabled
+
+SWITCH = "FLET_RESILIENT_DISABLE"
+
+
+@pytest.fixture
+def switch() -> Iterator[Callable[[str | None], None]]:
+    """`switch(value)`: the process as if it had started with SWITCH=value
+    (None: unset). The switch is read once per process, so its cache is
+    cleared; after the test, the environment and the cache are as before."""
+    saved = os.environ.get(SWITCH)
+
+    def set_to(value: str | None) -> None:
+        if value is None:
+            os.environ.pop(SWITCH, None)
+        else:
+            os.environ[SWITCH] = value
+        disabled.cache_clear()
+
+    yield set_to
+    set_to(saved)
 
 
 def main(page):
@@ -19,26 +42,31 @@ def where_am_i() -> str:
     return threading.current_thread().name
 
 
-async def test_disabled_decorators_leave_main_and_run_offload_inline(monkeypatch):
-    monkeypatch.setenv("FLET_RESILIENT_DISABLE", "1")
+async def test_disabled_decorators_leave_main_and_run_offload_inline(switch):
+    switch("1")
     assert coalesce_updates()(main) is main
     assert buffer_reconnects()(main) is main
     inline = offload(where_am_i, kind="thread")
     assert await inline() == threading.current_thread().name
 
 
-async def test_enabled_offload_runs_elsewhere(monkeypatch):
-    monkeypatch.delenv("FLET_RESILIENT_DISABLE", raising=False)
+async def test_enabled_offload_runs_elsewhere(switch):
+    switch(None)
     assert coalesce_updates()(main) is not main
     assert await offload(where_am_i, kind="thread")() != threading.current_thread().name
 
 
 @pytest.mark.parametrize("value", ["", "0", "false"])
-def test_only_a_true_value_disables(monkeypatch, value):
-    from flet_resilient.switch import disabled
-
-    monkeypatch.setenv("FLET_RESILIENT_DISABLE", value)
+def test_only_a_true_value_disables(switch, value):
+    switch(value)
     assert not disabled()
+
+
+def test_the_switch_is_read_once_per_process(switch):
+    switch("1")
+    assert disabled()
+    os.environ[SWITCH] = "0"  # too late: every part already saw "off"
+    assert disabled()
 
 
 class StandInSession:
@@ -47,14 +75,11 @@ class StandInSession:
 
 @pytest.mark.parametrize("switched_off", [True, False])
 async def test_disabled_never_writes_a_state_made_during_a_store_outage(
-    monkeypatch, switched_off
+    switch, switched_off
 ):
     """Plain mode reads app state but saves none: not even the provisional
     state of a session that began while the store failed, once it answers."""
-    if switched_off:
-        monkeypatch.setenv("FLET_RESILIENT_DISABLE", "1")
-    else:
-        monkeypatch.delenv("FLET_RESILIENT_DISABLE", raising=False)
+    switch("1" if switched_off else None)
     memory = MemoryStore()
     store = DurableStore(memory)
     policy = persist.SavePolicy(store, Identity("test-secret"), 60, 1.0)

@@ -19,7 +19,8 @@ from typing import Any
 
 import flet as ft
 
-from flet_resilient import adapter
+from flet_resilient import _flet
+from flet_resilient._flet import pagebuild
 from flet_resilient.testing import Action, FletClient, FletServer
 
 ROWS = 40
@@ -254,8 +255,8 @@ async def record(path: str) -> None:
         ],
     )
     report = {
-        "speedups": adapter.speedups_on(),
-        "plans": len(adapter._plans),
+        "speedups": _flet.speedups_on(),
+        "plans": len(pagebuild._plans),
         "patch_action": Action.PATCH_CONTROL,
         "page": mask(page),
         "components": mask(components),

@@ -1,23 +1,72 @@
-"""The Flet adapter: version guard, thread-safe send queue, no leaked sessions."""
+"""The Flet seam: version guard, install and uninstall, thread-safe send queue,
+no leaked sessions."""
 
 import asyncio
+import sys
 import threading
 
 import flet as ft
 import pytest
+from flet_web.fastapi.flet_app import FletApp
 
-from flet_resilient import adapter
+from flet_resilient import _flet
+from flet_resilient._flet import hooks, pagebuild, version
 from flet_resilient.testing import FletClient, FletServer, wait_until
 
 
 def test_unsupported_flet_version_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(adapter, "version", lambda name: "2.3.0")
-    with pytest.raises(adapter.UnsupportedFletVersion, match=r"flet 2\.3\.0"):
-        adapter._check_version()
+    monkeypatch.setattr(version, "version", lambda name: "2.3.0")
+    with pytest.raises(_flet.UnsupportedFletVersion, match=r"flet 2\.3\.0"):
+        version.check_version()
+
+
+ABSENT = object()
+
+
+def flet_names() -> dict[tuple[object, str], object]:
+    """What Flet holds under each name the seam replaces, as in the owner's
+    `__dict__` (ABSENT where it has none)."""
+    names = [
+        *_flet.PATCHED,
+        *pagebuild.SPED_UP,
+        (FletApp, "_FletApp__send_queue"),
+        (FletApp, "_flet_resilient_installed"),
+        (sys.modules[FletApp.__module__], "msgpack"),
+    ]
+    return {(owner, name): vars(owner).get(name, ABSENT) for owner, name in names}
+
+
+def test_uninstall_puts_back_every_flet_name_exactly():
+    reinstall = _flet.installed()
+    _flet.uninstall()
+    try:
+        shipped = flet_names()
+        _flet.install()
+        installed = flet_names()
+        assert all(installed[key] is not shipped[key] for key in shipped)
+        _flet.uninstall()
+        assert not _flet.installed()
+        restored = flet_names()
+        assert all(restored[key] is shipped[key] for key in shipped)
+    finally:
+        if reinstall:
+            _flet.install()
+
+
+def test_stock_flet_keeps_the_seam_out_for_the_test(stock_flet):
+    _flet.install()  # as the test server and the decorators do
+    assert not _flet.installed()
+
+
+def test_as_shipped_puts_the_seam_back_after():
+    _flet.install()
+    with _flet.as_shipped():
+        assert not _flet.installed()
+    assert _flet.installed()
 
 
 async def test_send_queue_put_from_a_thread_wakes_the_loop():
-    queue = adapter.SendQueue()
+    queue = _flet.SendQueue()
     getter = asyncio.ensure_future(queue.get())
     await asyncio.sleep(0)
     frame = b"\x00" + b"x" * 100
@@ -28,7 +77,7 @@ async def test_send_queue_put_from_a_thread_wakes_the_loop():
 
 
 async def test_send_queue_counts_backlog_bytes():
-    queue = adapter.SendQueue()
+    queue = _flet.SendQueue()
     queue.put_nowait(b"a" * 10)
     queue.put_nowait(b"b" * 5)
     assert (queue.qsize(), queue.backlog_bytes) == (2, 15)
@@ -53,7 +102,7 @@ def producer_app(page: ft.Page) -> None:
 
 
 async def connected_sessions() -> int:
-    return sum(adapter.is_connected(s) for s in adapter.sessions().values())
+    return sum(_flet.is_connected(s) for s in _flet.sessions().values())
 
 
 async def test_abruptly_vanishing_clients_leave_no_connected_session():
@@ -70,7 +119,7 @@ async def test_abruptly_vanishing_clients_leave_no_connected_session():
                 await asyncio.sleep(0.05)
 
         await asyncio.wait_for(none_connected(), timeout=30)
-        assert len(adapter.sessions()) >= 20  # kept for reconnects, but disconnected
+        assert len(_flet.sessions()) >= 20  # kept for reconnects, but disconnected
 
 
 async def test_client_that_never_registers_does_not_keep_a_send_loop():
@@ -78,15 +127,15 @@ async def test_client_that_never_registers_does_not_keep_a_send_loop():
 
     async with FletServer(producer_app) as server:
         async with websockets.connect(server.ws_url):
-            await wait_until(lambda: adapter._live_apps)
-        await wait_until(lambda: not adapter._live_apps)
+            await wait_until(lambda: hooks.live_apps)
+        await wait_until(lambda: not hooks.live_apps)
 
 
 async def test_outgoing_messages_are_formatted_only_for_a_debug_log(
     transport_lines,
 ):
     # flet-web f-formats every outgoing message for its debug line even when
-    # that log is off (a 1 MB string for a 1000-control page); the adapter
+    # that log is off (a 1 MB string for a 1000-control page); the seam
     # keeps the repr short unless the log is on, where it stays the full one.
     debug, formatted = transport_lines
     page_text = "marker " * 50
