@@ -9,7 +9,7 @@ import textwrap
 UNTOUCHED = textwrap.dedent(
     """
     import os
-    from flet.controls import object_patch
+    from flet.controls import base_control, object_patch
     from flet.controls.base_control import BaseControl
     from flet.controls.object_patch import DiffBuilder
     from flet.messaging import protocol
@@ -21,7 +21,7 @@ UNTOUCHED = textwrap.dedent(
 
     os.environ.pop("FLET_RESILIENT_DISABLE", None)
     OWNERS = (FletApp, FletAppManager, FastAPI, Session, BaseControl, DiffBuilder,
-              object_patch, protocol, flet_app)
+              object_patch, protocol, flet_app, base_control)
     SHIPPED = [dict(vars(owner)) for owner in OWNERS]
     ABSENT = object()
 

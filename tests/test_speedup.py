@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,66 @@ def test_speedups_switch_between_flets_own_steps_and_the_fast_ones():
     assert _flet.speedups_on()
     assert DiffBuilder._configure_dataclass.__wrapped__ is fast.__wrapped__
     assert hasattr(pagebuild.protocol._get_root_dataclass_field, "cache_info")
+
+
+def _control_classes() -> list[type]:
+    """Every control class Flet defines (its modules are imported lazily)."""
+    import importlib
+    import pkgutil
+
+    import flet.controls
+    from flet.controls.base_control import BaseControl
+
+    for module in pkgutil.walk_packages(flet.controls.__path__, "flet.controls."):
+        importlib.import_module(module.name)
+
+    found, todo = [], [BaseControl]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def _event_fields(cls: type) -> list[str]:
+    fields = getattr(cls, "__dataclass_fields__", {})
+    return [name for name in fields if name.startswith("on_")]
+
+
+def test_event_types_are_the_ones_flet_resolves():
+    _flet.install()
+    stock = pagebuild._stock["event_type"]
+    cached = pagebuild._cached_event_type(stock)
+    checked = 0
+    for cls in _control_classes():
+        control = cls.__new__(cls)
+        for name in _event_fields(cls):
+            try:
+                expected = stock(control, name)
+            except RuntimeError as error:  # unresolvable in Flet too
+                with pytest.raises(RuntimeError, match=re.escape(str(error))):
+                    cached(control, name)
+                continue
+            assert cached(control, name) == expected, (cls, name)
+            checked += 1
+    assert checked > 500
+
+
+def test_an_event_type_is_resolved_once_per_class_and_field():
+    _flet.install()
+    from flet.controls import base_control
+
+    resolver = base_control.get_event_field_type
+    assert resolver.__wrapped__ is pagebuild._stock["event_type"]
+    calls = []
+
+    def stock(control: Any, name: str) -> str:
+        calls.append((type(control), name))
+        return f"{type(control).__name__}.{name}"
+
+    cached = pagebuild._cached_event_type(stock)
+    import flet as ft
+
+    for control in (ft.Button("a"), ft.Button("b"), ft.TextField()):
+        cached(control, "on_click")
+    assert calls == [(ft.Button, "on_click"), (ft.TextField, "on_click")]

@@ -8,6 +8,10 @@ generator steps per control, 130 ms of a 1000-control page. The walk here
 does the same steps in the same order, but knows per class which fields it
 must look at, reads Prop fields straight from `_values` (what Prop.__get__
 returns) and skips the scalars a step would ignore anyway.
+
+Every client event also had Flet resolve its handler's payload type from the
+control class's annotations (repr-ing each one): 0.4 ms per click, 0.9 ms per
+text field change. That is a pure function of (class, field), remembered here.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from flet.controls import object_patch
+from flet.controls import base_control, object_patch
 from flet.controls.base_control import BaseControl
 from flet.controls.object_patch import DiffBuilder, ObjectPatchException
 from flet.controls.value_types import Prop
@@ -180,8 +184,24 @@ class _CachedDataclasses:
         return found
 
 
+def _cached_event_type(stock: Any) -> Any:
+    """Flet's `get_event_field_type`, resolved once per (control class, field):
+    it reads only the class's annotations and module namespaces."""
+    found: dict[tuple[type, str], Any] = {}
+
+    @functools.wraps(stock)
+    def get_event_field_type(control: Any, field_name: str) -> Any:
+        key = (type(control), field_name)
+        if key not in found:
+            found[key] = stock(control, field_name)
+        return found[key]
+
+    return get_event_field_type
+
+
 SPED_UP: tuple[tuple[Any, str], ...] = (
     (DiffBuilder, "_configure_dataclass"),
+    (base_control, "get_event_field_type"),
     (object_patch, "dataclasses"),
     (protocol, "_get_root_dataclass_field"),
 )
@@ -197,8 +217,8 @@ SPEEDUP_READS: tuple[tuple[Any, str], ...] = (
 `_frozen`, `_dirty` attributes of controls, as Flet's own step does)."""
 
 _stock: dict[str, Any] = {}
-"""Flet's own `_configure_dataclass`, object_patch's `dataclasses` and the
-encoder's `_get_root_dataclass_field`."""
+"""Flet's own `_configure_dataclass`, object_patch's `dataclasses`, the
+encoder's `_get_root_dataclass_field` and the event type resolver."""
 
 
 def check_flet() -> None:
@@ -210,6 +230,7 @@ def check_flet() -> None:
         _stock["configure"] = DiffBuilder._configure_dataclass
         _stock["dataclasses"] = object_patch.dataclasses
         _stock["root_field"] = protocol._get_root_dataclass_field
+        _stock["event_type"] = base_control.get_event_field_type
 
 
 def speedups(on: bool) -> None:
@@ -224,10 +245,12 @@ def speedups(on: bool) -> None:
         # The encoder looks up, per scalar field of every control it sends,
         # the base class that declared it: a pure function of (class, name).
         protocol._get_root_dataclass_field = functools.cache(_stock["root_field"])
+        base_control.get_event_field_type = _cached_event_type(_stock["event_type"])
     elif not on:
         DiffBuilder._configure_dataclass = _stock["configure"]  # type: ignore[method-assign]
         object_patch.dataclasses = _stock["dataclasses"]
         protocol._get_root_dataclass_field = _stock["root_field"]
+        base_control.get_event_field_type = _stock["event_type"]
 
 
 def speedups_on() -> bool:
