@@ -78,15 +78,14 @@ from typing import Any
 
 import flet as ft
 import psutil
+from harness import RESULTS_DIR, bench_main, choices, each_phase
 
 from flet_resilient import coalesce_updates, stats
 from flet_resilient.measure import (
-    command_line,
     connect_many,
     machine,
     ms,
     percentile,
-    save_report,
 )
 from flet_resilient.metrics import Histogram
 from flet_resilient.testing import Action, FletClient, FletServer, wait_until
@@ -103,7 +102,6 @@ SMOKE: dict[str, dict[str, float]] = {
     "clicks": {"sessions": 5, "duration": 4.0},
     "components": {"sessions": 5, "duration": 3.0},
 }
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPORTS = {
     "dashboard": "coalesce.md",
     "clicks": "coalesce_clicks.md",
@@ -876,9 +874,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "coalesce_clicks.md, coalesce_components.md; gitignored)",
     )
     args = parser.parse_args(argv)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or any(m not in MODES for m in modes):
-        parser.error(f"--modes must list some of {', '.join(MODES)}")
+    args.modes = choices(parser, "--modes", args.modes, MODES)
     if args.smoke:
         vars(args).update(SMOKE[args.scenario])
     for name, value in DEFAULTS[args.scenario].items():
@@ -886,23 +882,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, value)
     if args.sessions < 1 or args.rate <= 0 or args.duration <= 0 or args.max_hz <= 0:
         parser.error("--sessions, --rate, --duration and --max-hz must be > 0")
-    args.modes = [m for m in MODES if m in modes]
     args.output = args.output or RESULTS_DIR / REPORTS[args.scenario]
     return args
 
 
 async def run(args: argparse.Namespace) -> list[Phase]:
     """Every requested phase, one after the other."""
-    phases = []
-    for mode in args.modes:
-        print(
-            f"phase {mode}: {args.sessions} sessions x {args.rate:g}/s, "
-            f"{args.duration:g} s ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        phases.append(await run_phase(mode, args))
-    return phases
+    return await each_phase(
+        args.modes,
+        run_phase,
+        args,
+        f"{args.sessions} sessions x {args.rate:g}/s, {args.duration:g} s",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -914,8 +905,7 @@ def main(argv: list[str] | None = None) -> None:
     # Plain Flet stalls the loop on purpose; the watchdog would log every stall.
     logging.getLogger("flet_resilient.watchdog").setLevel(logging.ERROR)
     logging.getLogger("flet_resilient.drain").setLevel(logging.ERROR)
-    phases = asyncio.run(run(args))
-    save_report(report(phases, args, command_line()), args.output)
+    bench_main(args, run, report, args.output)
 
 
 if __name__ == "__main__":
