@@ -81,6 +81,7 @@ import psutil
 from harness import RESULTS_DIR, bench_main, choices, each_phase
 
 from flet_resilient import coalesce_updates, stats
+from flet_resilient.loadtest.meter import CpuMeter
 from flet_resilient.measure import (
     connect_many,
     machine,
@@ -284,32 +285,6 @@ def stats_p99(before: list[int], after: list[int], max_ms: float) -> float:
     histogram.count = sum(histogram.buckets)
     histogram.max_ms = max_ms
     return histogram.percentile(99)
-
-
-class OthersMeter:
-    """CPU used by every other process on the machine, in cores."""
-
-    def __init__(self) -> None:
-        self.me = psutil.Process()
-        self.started = time.perf_counter()
-        self.own = self._own()
-        self.busy = self._busy()
-
-    def _own(self) -> float:
-        times = self.me.cpu_times()
-        return times.user + times.system
-
-    @staticmethod
-    def _busy() -> float:
-        times = psutil.cpu_times()
-        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
-
-    def cores(self, children_cpu: float = 0.0) -> float:
-        """Others' CPU since the start, in cores; `children_cpu`: CPU seconds our
-        child processes used meanwhile (they are ours, not others')."""
-        wall = time.perf_counter() - self.started
-        own = self._own() - self.own + children_cpu
-        return max(0.0, self._busy() - self.busy - own) / wall
 
 
 # --- simulated users -------------------------------------------------------------
@@ -589,7 +564,7 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
             await asyncio.sleep(0.5)  # let the connect burst settle
             before["cpu"] = thread_cpu(native_id)
             before["lag"] = lag_buckets()
-            before["others"] = OthersMeter()
+            before["others"] = CpuMeter()
             server.loop.call_soon_threadsafe(start_on_loop)
 
         if args.in_process:
@@ -599,7 +574,7 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
         probe.recording = False
         phase.server_cpu = thread_cpu(native_id) - before["cpu"]
         children_cpu = 0.0 if args.in_process else result["cpu"]
-        phase.others_cores = before["others"].cores(children_cpu)
+        phase.others_cores = before["others"].cores(unseen=children_cpu)[1]
         lag = stats()["loop"]["lag"]
         phase.stats_lag_p99_ms = stats_p99(before["lag"], lag_buckets(), lag["max_ms"])
         if probe.task is not None:

@@ -61,9 +61,9 @@ import redis.asyncio as aioredis
 from harness import RESULTS_DIR, bench_main, choices, each_phase
 
 from flet_resilient.cluster import Cluster, Worker
+from flet_resilient.loadtest.meter import CpuMeter
 from flet_resilient.measure import (
     FIRST_RETRY_S,
-    CpuMeter,
     close_all,
     connect_many,
     connect_retrying,

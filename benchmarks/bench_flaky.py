@@ -45,9 +45,9 @@ from pathlib import Path
 import flet as ft
 from harness import RESULTS_DIR, bench_main, choices, each_phase
 
+from flet_resilient.loadtest.meter import CpuMeter
 from flet_resilient.measure import (
     ChildServer,
-    CpuMeter,
     ms,
     percentile,
     reply,

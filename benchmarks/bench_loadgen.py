@@ -46,9 +46,9 @@ import psutil
 from harness import RESULTS_DIR, bench_main
 
 from flet_resilient import is_connected
+from flet_resilient.loadtest.meter import CpuMeter
 from flet_resilient.measure import (
     ChildServer,
-    CpuMeter,
     close_all,
     ms,
     percentile,

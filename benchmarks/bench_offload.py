@@ -47,9 +47,9 @@ import flet as ft
 from harness import bench_main, choices, each_phase
 
 from flet_resilient import configure_offload, offload
+from flet_resilient.loadtest.meter import CpuMeter
 from flet_resilient.measure import (
     ChildServer,
-    CpuMeter,
     click_and_wait,
     click_at_random,
     close_all,

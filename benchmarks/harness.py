@@ -12,9 +12,9 @@ import argparse
 import asyncio
 import datetime
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flet_resilient.measure import command_line, save_report
 
@@ -59,11 +59,11 @@ async def each_phase(
 
 def bench_main(
     args: argparse.Namespace,
-    run: Callable[[argparse.Namespace], Awaitable[T]],
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, T]],
     report: Callable[[T, argparse.Namespace, str], str],
     output: Path | None = None,
     name: str = "",
-    serve: Callable[[argparse.Namespace], Awaitable[None]] | None = None,
+    serve: Callable[[argparse.Namespace], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """A benchmark's entry point: its child process's `serve(args)` if it was
     started with `--serve`; otherwise `run(args)`, then its report printed and

@@ -26,7 +26,6 @@ __all__ = [
     "RETRYABLE",
     "ChildServer",
     "ClickLog",
-    "CpuMeter",
     "click_and_wait",
     "click_at_random",
     "close_all",
@@ -241,53 +240,6 @@ async def close_all(clients: list[FletClient], timeout: float = 10) -> None:
             if client.ws is not None and not client.closed.is_set():
                 with contextlib.suppress(Exception):
                     client.abort()
-
-
-class CpuMeter:
-    """CPU used over a window, in cores: this process tree's and everyone else's.
-
-    Benchmarks report the second number so a busy machine shows in the results.
-    A child that exits before `cores()` counts as far as `sample()` last saw it.
-    Needs psutil (the `bench` or `test` extra).
-    """
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self.me = psutil.Process()
-        self.started = time.perf_counter()
-        self.tree = self._tree()
-        self.seen = dict(self.tree)  # pid -> CPU seconds when last sampled
-        self.busy = self._busy()
-
-    def sample(self) -> None:
-        """Note the tree's CPU times now (call it often when children come and go)."""
-        self.seen.update(self._tree())
-
-    def used(self, pid: int) -> float:
-        """CPU seconds process `pid` used since the start, as last sampled."""
-        return self.seen.get(pid, 0.0) - self.tree.get(pid, 0.0)
-
-    def _tree(self) -> dict[int, float]:
-        seconds = {}
-        for process in [self.me, *self.me.children(recursive=True)]:
-            with contextlib.suppress(self._psutil.Error):
-                times = process.cpu_times()
-                seconds[process.pid] = times.user + times.system
-        return seconds
-
-    def _busy(self) -> float:
-        times = self._psutil.cpu_times()
-        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
-
-    def cores(self) -> tuple[float, float]:
-        """(own, other) CPU used since the start, in cores (steal counts as other)."""
-        wall = time.perf_counter() - self.started
-        self.sample()
-        own = sum(self.used(pid) for pid in self.seen)
-        busy = self._busy() - self.busy
-        return own / wall, max(0.0, busy - own) / wall
 
 
 ServerT = TypeVar("ServerT", bound="ChildServer")
