@@ -73,7 +73,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from subprocess import PIPE
 from typing import Any
 
 import flet as ft
@@ -87,6 +86,8 @@ from flet_resilient.measure import (
     machine,
     ms,
     percentile,
+    start_child,
+    stop_child,
 )
 from flet_resilient.metrics import Histogram
 from flet_resilient.testing import Action, FletClient, FletServer, wait_until
@@ -488,9 +489,7 @@ class ClientProcess:
         ]
 
     async def run(self, go: Callable[[], Awaitable[None]]) -> dict[str, Any]:
-        process = await asyncio.create_subprocess_exec(
-            *self.command, stdin=PIPE, stdout=PIPE
-        )
+        process = await start_child(self.command)
         assert process.stdin is not None and process.stdout is not None
         try:
             line = await asyncio.wait_for(process.stdout.readline(), 120)
@@ -504,13 +503,7 @@ class ClientProcess:
                 raise RuntimeError("the client process died")
             return json.loads(line)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                process.stdin.close()
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except asyncio.TimeoutError:
-                process.kill()
-                await process.wait()
+            await stop_child(process)
 
 
 # --- one phase ----------------------------------------------------------------------

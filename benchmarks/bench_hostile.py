@@ -59,7 +59,7 @@ from harness import bench_main, choices
 
 from flet_resilient.measure import (
     ChildServer,
-    click_at_random,
+    clicking_at_random,
     connect_many,
     ms,
     percentile,
@@ -254,19 +254,8 @@ async def measure(
         gc.freeze()  # the clients' own collections are not server latency
         deadline = time.perf_counter() + args.duration
         rng = random.Random(f"{args.seed}-{phase.server}-{phase.phase}")
-        await asyncio.gather(
-            *(
-                click_at_random(
-                    c,
-                    "plus",
-                    random.Random(rng.random()),
-                    deadline,
-                    args.timeout,
-                    phase,
-                )
-                for c in clients
-            )
-        )
+        clicks = clicking_at_random(clients, "plus", rng, deadline, args.timeout, phase)
+        await asyncio.gather(*clicks)
     finally:
         gc.unfreeze()
         if attacker is not None:

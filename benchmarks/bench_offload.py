@@ -51,7 +51,7 @@ from flet_resilient.loadtest.meter import CpuMeter
 from flet_resilient.measure import (
     ChildServer,
     click_and_wait,
-    click_at_random,
+    clicking_at_random,
     close_all,
     connect_many,
     ms,
@@ -227,17 +227,9 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
             meter = CpuMeter()
             started = time.perf_counter()
             deadline = started + args.duration
-            tasks = [
-                click_at_random(
-                    c,
-                    "light",
-                    random.Random(rng.random()),
-                    deadline,
-                    args.click_timeout,
-                    phase,
-                )
-                for c in bystanders
-            ]
+            tasks = clicking_at_random(
+                bystanders, "light", rng, deadline, args.click_timeout, phase
+            )
             if mode != "idle":
                 tasks += [
                     heavy_user(c, deadline, args.job_timeout, phase) for c in heavy

@@ -12,7 +12,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -28,6 +28,7 @@ __all__ = [
     "ClickLog",
     "click_and_wait",
     "click_at_random",
+    "clicking_at_random",
     "close_all",
     "code_version",
     "command_line",
@@ -41,6 +42,8 @@ __all__ = [
     "same_browser",
     "save_report",
     "serve_child",
+    "start_child",
+    "stop_child",
 ]
 
 FIRST_RETRY_S = 0.5
@@ -231,6 +234,22 @@ async def click_at_random(
         log.latencies_ms.append((time.perf_counter() - started) * 1000)
 
 
+def clicking_at_random(
+    clients: Iterable[FletClient],
+    button: str,
+    rng: random.Random,
+    deadline: float,
+    timeout: float,
+    log: ClickLog,
+) -> list[Coroutine[Any, Any, None]]:
+    """`click_at_random` for each of `clients` (the bystanders of a phase), each
+    with its own random generator drawn from `rng`, all into one `log`."""
+    return [
+        click_at_random(c, button, random.Random(rng.random()), deadline, timeout, log)
+        for c in clients
+    ]
+
+
 async def close_all(clients: list[FletClient], timeout: float = 10) -> None:
     """Close every client; abort the ones that do not close within `timeout` s."""
     try:
@@ -272,12 +291,7 @@ class ChildServer:
         return int(self.ws_url.rsplit(":", 1)[1].split("/")[0])
 
     async def __aenter__(self: ServerT) -> ServerT:
-        self.process = await asyncio.create_subprocess_exec(
-            *self.command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=self.env,
-        )
+        self.process = await start_child(self.command, self.env)
         assert self.process.stdout is not None
         line = await asyncio.wait_for(self.process.stdout.readline(), 60)
         if not line.startswith(b"ws://"):
@@ -320,15 +334,35 @@ class ChildServer:
         process = self.process
         if process is None or process.returncode is not None:
             return
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 30)
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
+        await stop_child(process)
         if self._reader is not None:
             self._reader.cancel()
+
+
+async def start_child(
+    command: list[str], env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start a benchmark's child process with pipes to its stdin and stdout (its
+    stderr is ours, so its errors show)."""
+    return await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
+
+
+async def stop_child(process: asyncio.subprocess.Process, timeout: float = 30) -> None:
+    """Close the child's stdin (its signal to finish), wait `timeout` s for it to
+    exit, then kill it."""
+    assert process.stdin is not None
+    with contextlib.suppress(ProcessLookupError):
+        process.stdin.close()
+    try:
+        await asyncio.wait_for(process.wait(), timeout)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 def reply(*words: object) -> None:
