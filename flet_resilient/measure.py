@@ -372,19 +372,20 @@ def reply(*words: object) -> None:
 
 
 async def serve_child(
-    app: Any, handle: Callable[[list[str]], None], **uvicorn_options: Any
+    app: Any, handle: Callable[[list[str]], None] | None = None, **uvicorn_options: Any
 ) -> None:
-    """Child side of `ChildServer`: serve the ASGI `app` on 127.0.0.1 with
-    uvicorn's defaults (pings included) but for `uvicorn_options`, print its
-    `ws://` URL, then hand the words of each stdin line to `handle` until
-    stdin closes."""
+    """Child side of `ChildServer` and of the load-test CLI's `ServerProcess`:
+    serve the ASGI `app` on 127.0.0.1 with uvicorn's defaults (pings included;
+    log level error) but for `uvicorn_options`, print its `ws://` URL, then hand
+    the words of each stdin line to `handle` until stdin closes."""
     import uvicorn
 
     from flet_resilient import adapter
 
     adapter.install()  # as serve() does (a no-op with FLET_RESILIENT_DISABLE=1)
     sock = loopback_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error", **uvicorn_options))
+    options = {"log_level": "error", **uvicorn_options}
+    server = uvicorn.Server(uvicorn.Config(app, **options))
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 30
     while not server.started:
@@ -398,7 +399,7 @@ async def serve_child(
         lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
     )
     while line := await reader.readline():
-        if words := line.decode().split():
+        if (words := line.decode().split()) and handle is not None:
             handle(words)
     server.should_exit = True
     with contextlib.suppress(asyncio.TimeoutError):

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,15 @@ def fetch_stats(port: int, timeout: float = 10.0) -> dict[str, Any] | None:
         return None
 
 
+def announced_port(line: str) -> int:
+    """The port in a child's first line: its last `:PORT`, as in
+    `ws://127.0.0.1:PORT/ws` (ValueError if there is none)."""
+    found = re.search(r":(\d+)\D*$", line.strip())
+    if found is None:
+        raise ValueError(f"no port in {line!r}")
+    return int(found.group(1))
+
+
 _live_servers: set[Servers] = set()
 
 
@@ -119,7 +129,7 @@ class ServerProcess:
             line = await asyncio.wait_for(
                 asyncio.to_thread(self.process.stdout.readline), START_TIMEOUT
             )
-            self.port = int(line.decode().rstrip().rstrip("/").rpartition(":")[2])
+            self.port = announced_port(line.decode())
         except (asyncio.TimeoutError, ValueError):
             self.stop()
             raise RuntimeError(self._failure("did not start")) from None
@@ -143,7 +153,7 @@ class ServerProcess:
                 log.flush()
 
     def command(self) -> list[str]:
-        """The child's command line; its first stdout line ends with its port."""
+        """The child's command line; its first stdout line is its URL."""
         return [sys.executable, "-m", "flet_resilient.loadtest", "--serve", self.target]
 
     def answers(self) -> bool:
