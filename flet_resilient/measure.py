@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ __all__ = [
     "RETRYABLE",
     "ChildServer",
     "ClickLog",
+    "announced_port",
     "click_and_wait",
     "click_at_random",
     "clicking_at_random",
@@ -290,7 +292,7 @@ class ChildServer:
 
     @property
     def port(self) -> int:
-        return int(self.ws_url.rsplit(":", 1)[1].split("/")[0])
+        return announced_port(self.ws_url)
 
     async def __aenter__(self: ServerT) -> ServerT:
         self.process = await start_child(self.command, self.env)
@@ -365,6 +367,15 @@ async def stop_child(process: asyncio.subprocess.Process, timeout: float = 30) -
     except asyncio.TimeoutError:
         process.kill()
         await process.wait()
+
+
+def announced_port(line: str) -> int:
+    """The port in a child's first line: its last `:PORT`, as in
+    `ws://127.0.0.1:PORT/ws` (ValueError if there is none)."""
+    found = re.search(r":(\d+)\D*$", line.strip())
+    if found is None:
+        raise ValueError(f"no port in {line!r}")
+    return int(found.group(1))
 
 
 def reply(*words: object) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flet_resilient.loadtest.app import APP_ENV, STATS_PATH, import_location
+from flet_resilient.measure import announced_port
 
 START_TIMEOUT = 60.0  # the server process answering its stats route
 
@@ -67,15 +67,6 @@ def fetch_stats(port: int, timeout: float = 10.0) -> dict[str, Any] | None:
             return data
     except (OSError, ValueError):
         return None
-
-
-def announced_port(line: str) -> int:
-    """The port in a child's first line: its last `:PORT`, as in
-    `ws://127.0.0.1:PORT/ws` (ValueError if there is none)."""
-    found = re.search(r":(\d+)\D*$", line.strip())
-    if found is None:
-        raise ValueError(f"no port in {line!r}")
-    return int(found.group(1))
 
 
 _live_servers: set[Servers] = set()
