@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
 import sys
@@ -54,22 +53,20 @@ from typing import Any
 
 import flet as ft
 import flet_web.fastapi as flet_fastapi
+from harness import bench_main
 
 from flet_resilient import MemoryStore, app_state, evict_idle, stats
 from flet_resilient.measure import (
     ChildServer,
-    command_line,
     percentile,
     reply,
     report_header,
     same_browser,
-    save_report,
     serve_child,
 )
 from flet_resilient.testing import FletClient
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = ROOT / "benchmarks" / "results"
 MODES = {"stock": "0", "sped-up": "1"}
 """Mode -> FLET_RESILIENT_SPEEDUPS for its server."""
 CONTROLS_PER_ROW = 8
@@ -461,13 +458,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark (or its server, in a child process)."""
     args = parse_args(argv)
-    if args.serve:
-        asyncio.run(serve(args))
-        return
-    modes = asyncio.run(run(args))
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    output = args.out or RESULTS_DIR / f"build-{stamp}.md"
-    save_report(report(modes, args, command_line()), output)
+    bench_main(args, run, report, args.out, "build", serve=serve)
 
 
 if __name__ == "__main__":

@@ -73,20 +73,21 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from subprocess import PIPE
 from typing import Any
 
 import flet as ft
 import psutil
+from harness import RESULTS_DIR, bench_main, choices, each_phase
 
 from flet_resilient import coalesce_updates, stats
+from flet_resilient.loadtest.meter import CpuMeter
 from flet_resilient.measure import (
-    command_line,
     connect_many,
     machine,
     ms,
     percentile,
-    save_report,
+    start_child,
+    stop_child,
 )
 from flet_resilient.metrics import Histogram
 from flet_resilient.testing import Action, FletClient, FletServer, wait_until
@@ -103,7 +104,6 @@ SMOKE: dict[str, dict[str, float]] = {
     "clicks": {"sessions": 5, "duration": 4.0},
     "components": {"sessions": 5, "duration": 3.0},
 }
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPORTS = {
     "dashboard": "coalesce.md",
     "clicks": "coalesce_clicks.md",
@@ -286,32 +286,6 @@ def stats_p99(before: list[int], after: list[int], max_ms: float) -> float:
     histogram.count = sum(histogram.buckets)
     histogram.max_ms = max_ms
     return histogram.percentile(99)
-
-
-class OthersMeter:
-    """CPU used by every other process on the machine, in cores."""
-
-    def __init__(self) -> None:
-        self.me = psutil.Process()
-        self.started = time.perf_counter()
-        self.own = self._own()
-        self.busy = self._busy()
-
-    def _own(self) -> float:
-        times = self.me.cpu_times()
-        return times.user + times.system
-
-    @staticmethod
-    def _busy() -> float:
-        times = psutil.cpu_times()
-        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
-
-    def cores(self, children_cpu: float = 0.0) -> float:
-        """Others' CPU since the start, in cores; `children_cpu`: CPU seconds our
-        child processes used meanwhile (they are ours, not others')."""
-        wall = time.perf_counter() - self.started
-        own = self._own() - self.own + children_cpu
-        return max(0.0, self._busy() - self.busy - own) / wall
 
 
 # --- simulated users -------------------------------------------------------------
@@ -515,9 +489,7 @@ class ClientProcess:
         ]
 
     async def run(self, go: Callable[[], Awaitable[None]]) -> dict[str, Any]:
-        process = await asyncio.create_subprocess_exec(
-            *self.command, stdin=PIPE, stdout=PIPE
-        )
+        process = await start_child(self.command)
         assert process.stdin is not None and process.stdout is not None
         try:
             line = await asyncio.wait_for(process.stdout.readline(), 120)
@@ -531,13 +503,7 @@ class ClientProcess:
                 raise RuntimeError("the client process died")
             return json.loads(line)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                process.stdin.close()
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except asyncio.TimeoutError:
-                process.kill()
-                await process.wait()
+            await stop_child(process)
 
 
 # --- one phase ----------------------------------------------------------------------
@@ -591,7 +557,7 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
             await asyncio.sleep(0.5)  # let the connect burst settle
             before["cpu"] = thread_cpu(native_id)
             before["lag"] = lag_buckets()
-            before["others"] = OthersMeter()
+            before["others"] = CpuMeter()
             server.loop.call_soon_threadsafe(start_on_loop)
 
         if args.in_process:
@@ -601,7 +567,7 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
         probe.recording = False
         phase.server_cpu = thread_cpu(native_id) - before["cpu"]
         children_cpu = 0.0 if args.in_process else result["cpu"]
-        phase.others_cores = before["others"].cores(children_cpu)
+        phase.others_cores = before["others"].cores(unseen=children_cpu)[1]
         lag = stats()["loop"]["lag"]
         phase.stats_lag_p99_ms = stats_p99(before["lag"], lag_buckets(), lag["max_ms"])
         if probe.task is not None:
@@ -876,9 +842,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "coalesce_clicks.md, coalesce_components.md; gitignored)",
     )
     args = parser.parse_args(argv)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or any(m not in MODES for m in modes):
-        parser.error(f"--modes must list some of {', '.join(MODES)}")
+    args.modes = choices(parser, "--modes", args.modes, MODES)
     if args.smoke:
         vars(args).update(SMOKE[args.scenario])
     for name, value in DEFAULTS[args.scenario].items():
@@ -886,23 +850,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, value)
     if args.sessions < 1 or args.rate <= 0 or args.duration <= 0 or args.max_hz <= 0:
         parser.error("--sessions, --rate, --duration and --max-hz must be > 0")
-    args.modes = [m for m in MODES if m in modes]
     args.output = args.output or RESULTS_DIR / REPORTS[args.scenario]
     return args
 
 
 async def run(args: argparse.Namespace) -> list[Phase]:
     """Every requested phase, one after the other."""
-    phases = []
-    for mode in args.modes:
-        print(
-            f"phase {mode}: {args.sessions} sessions x {args.rate:g}/s, "
-            f"{args.duration:g} s ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        phases.append(await run_phase(mode, args))
-    return phases
+    return await each_phase(
+        args.modes,
+        run_phase,
+        args,
+        f"{args.sessions} sessions x {args.rate:g}/s, {args.duration:g} s",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -914,8 +873,7 @@ def main(argv: list[str] | None = None) -> None:
     # Plain Flet stalls the loop on purpose; the watchdog would log every stall.
     logging.getLogger("flet_resilient.watchdog").setLevel(logging.ERROR)
     logging.getLogger("flet_resilient.drain").setLevel(logging.ERROR)
-    phases = asyncio.run(run(args))
-    save_report(report(phases, args, command_line()), args.output)
+    bench_main(args, run, report, args.output)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,6 @@ import math
 import os
 import random
 import re
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -59,20 +58,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from harness import RESULTS_DIR, bench_main, choices, each_phase
 
 from flet_resilient.cluster import Cluster, Worker
+from flet_resilient.loadtest.meter import CpuMeter
 from flet_resilient.measure import (
     FIRST_RETRY_S,
-    CpuMeter,
     close_all,
-    command_line,
     connect_many,
     connect_retrying,
     ms,
     percentile,
     report_header,
     same_browser,
-    save_report,
 )
 from flet_resilient.testing import FletClient
 
@@ -82,7 +80,6 @@ TITLES = {"plain": "plain Flet", "resilient": "flet-resilient"}
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "tests" / "apps"
 APP = "deploy_app:create_app"
-RESULTS_DIR = ROOT / "benchmarks" / "results"
 GOAL_P99_MS = 500.0
 SMOKE_USERS = 6
 CLICKS = (1, 5)  # clicks per user before the rolling restart
@@ -744,10 +741,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="report file (default: benchmarks/results/deploy.md, gitignored)",
     )
     args = parser.parse_args(argv)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or any(m not in MODES for m in modes):
-        parser.error(f"--modes must list some of {', '.join(MODES)}")
-    args.modes = [m for m in MODES if m in modes]
+    args.modes = choices(parser, "--modes", args.modes, MODES)
     if args.smoke:
         args.users = SMOKE_USERS
     if not 2 <= args.users <= 1000 or not 0 < args.save_delay <= 30:
@@ -757,19 +751,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> list[Phase]:
     """Every requested phase, one after the other."""
-    phases = []
-    for mode in args.modes:
-        print(f"phase {mode}: {args.users} users ...", file=sys.stderr, flush=True)
-        phases.append(await run_phase(mode, args))
-    return phases
+    return await each_phase(args.modes, run_phase, args, f"{args.users} users")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark, print the report and save it."""
     args = parse_args(argv)
     args.load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    phases = asyncio.run(run(args))
-    save_report(report(phases, args, command_line()), args.output)
+    bench_main(args, run, report, args.output)
 
 
 if __name__ == "__main__":

@@ -43,22 +43,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import flet as ft
+from harness import RESULTS_DIR, bench_main, choices, each_phase
 
+from flet_resilient.loadtest.meter import CpuMeter
 from flet_resilient.measure import (
     ChildServer,
-    CpuMeter,
-    command_line,
     ms,
     percentile,
     reply,
     report_header,
-    save_report,
     serve_child,
 )
 from flet_resilient.testing import FaultProxy, FletClient
 
 MODES = ("plain", "buffered")
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 GOAL_P99_MS = 250.0
 NOISY_CORES = 0.2  # other processes' CPU use that makes a phase's numbers suspect
 CONNECTED_S = (2.0, 8.0)  # how long a link stays up
@@ -487,26 +485,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or any(m not in MODES for m in modes):
-        parser.error(f"--modes must list some of {', '.join(MODES)}")
+    args.modes = choices(parser, "--modes", args.modes, MODES)
     if not 1 <= args.clients <= 1000 or not 0 < args.duration <= 600:
         parser.error("need 1 <= --clients <= 1000 and 0 < --duration <= 600")
-    args.modes = [m for m in MODES if m in modes]
     return args
 
 
 async def run(args: argparse.Namespace) -> list[Phase]:
     """Every requested phase, one after the other."""
-    phases = []
-    for mode in args.modes:
-        print(
-            f"phase {mode}: {args.clients} clients, {args.duration:g} s ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        phases.append(await run_phase(mode, args))
-    return phases
+    return await each_phase(
+        args.modes, run_phase, args, f"{args.clients} clients, {args.duration:g} s"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -514,10 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.serve:
         logging.getLogger("flet_resilient").setLevel(logging.ERROR)
-        asyncio.run(serve(args.serve, args.window))
-        return
-    phases = asyncio.run(run(args))
-    save_report(report(phases, args, command_line()), args.output)
+    bench_main(args, run, report, args.output, serve=lambda a: serve(a.serve, a.window))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import gc
 import json
 import logging
@@ -56,24 +55,22 @@ from typing import Any
 
 import flet as ft
 import psutil
+from harness import bench_main, choices
 
 from flet_resilient.measure import (
     ChildServer,
-    click_at_random,
-    command_line,
+    clicking_at_random,
     connect_many,
     ms,
     percentile,
     reply,
     report_header,
-    save_report,
     serve_child,
 )
 
 SERVERS = ("plain", "resilient", "resilient-adapter")
 DEFAULT_SERVERS = "plain,resilient"
 PHASES = ("idle", "big-frames", "event-flood", "reregister")
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 GOAL_VS_IDLE = 2.0  # flet-resilient's attack p99 at most 2x its idle p99
 GOAL_RSS_MIB = 64  # ... and its peak RSS at most idle peak + 64 MiB
 RSS_SAMPLE_S = 0.25
@@ -257,19 +254,8 @@ async def measure(
         gc.freeze()  # the clients' own collections are not server latency
         deadline = time.perf_counter() + args.duration
         rng = random.Random(f"{args.seed}-{phase.server}-{phase.phase}")
-        await asyncio.gather(
-            *(
-                click_at_random(
-                    c,
-                    "plus",
-                    random.Random(rng.random()),
-                    deadline,
-                    args.timeout,
-                    phase,
-                )
-                for c in clients
-            )
-        )
+        clicks = clicking_at_random(clients, "plus", rng, deadline, args.timeout, phase)
+        await asyncio.gather(*clicks)
     finally:
         gc.unfreeze()
         if attacker is not None:
@@ -386,19 +372,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.bystanders, args.duration, args.page_controls = 2, 1.5, 20
         args.frame_mb, args.timeout = 2.0, 2.0
-    args.servers = _choices(parser, "--servers", args.servers, SERVERS)
-    args.phases = _choices(parser, "--phases", args.phases, PHASES)
+    args.servers = choices(parser, "--servers", args.servers, SERVERS)
+    args.phases = choices(parser, "--phases", args.phases, PHASES)
     return args
-
-
-def _choices(
-    parser: argparse.ArgumentParser, option: str, value: str, known: tuple[str, ...]
-) -> list[str]:
-    """The known values `value` lists (comma-separated), in canonical order."""
-    chosen = [v.strip() for v in value.split(",") if v.strip()]
-    if not chosen or any(v not in known for v in chosen):
-        parser.error(f"{option} must list some of {', '.join(known)}")
-    return [v for v in known if v in chosen]
 
 
 async def run(args: argparse.Namespace) -> list[Phase]:
@@ -416,13 +392,7 @@ async def run(args: argparse.Namespace) -> list[Phase]:
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark (or one of its child processes)."""
     args = parse_args(argv)
-    if args.serve:
-        asyncio.run(serve(args))
-        return
-    phases = asyncio.run(run(args))
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    output = args.output or RESULTS_DIR / f"hostile-{stamp}.md"
-    save_report(report(phases, args, command_line()), output)
+    bench_main(args, run, report, args.output, "hostile", serve=serve)
 
 
 if __name__ == "__main__":

@@ -43,23 +43,21 @@ from typing import Any
 
 import flet as ft
 import psutil
+from harness import RESULTS_DIR, bench_main
 
 from flet_resilient import is_connected
+from flet_resilient.loadtest.meter import CpuMeter
 from flet_resilient.measure import (
     ChildServer,
-    CpuMeter,
     close_all,
-    command_line,
     ms,
     percentile,
     reply,
     report_header,
-    save_report,
     serve_child,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LOCUSTFILE = Path(__file__).resolve().parent / "loadgen_locustfile.py"
 GENERATORS = ("cli", "locust")
 PHASES = ("idle", "clicks")
@@ -278,9 +276,11 @@ def rows(results: dict[str, dict[str, Any]], users: int) -> list[str]:
     return lines
 
 
-def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+def report(
+    results: dict[str, dict[str, Any]], args: argparse.Namespace, command: str
+) -> str:
     lines = report_header(
-        "Load generator CPU per simulated user: CLI vs Locust", command_line(), ROOT
+        "Load generator CPU per simulated user: CLI vs Locust", command, ROOT
     )
     lines += [
         f"- users: {args.users} per generator; windows: {args.duration:g} s idle, "
@@ -336,13 +336,11 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark (or one of its child processes)."""
     args = parse_args(argv)
     logging.getLogger("flet_resilient").setLevel(logging.ERROR)
-    if args.serve:
-        asyncio.run(serve(args.tick))
-    elif args.generate:
+    if args.generate:
         out = Path(os.environ["LOADGEN_OUT"])
         out.write_text(json.dumps(asyncio.run(generate_cli(args.generate, args))))
-    else:
-        save_report(report(asyncio.run(run(args)), args), args.out)
+        return
+    bench_main(args, run, report, args.out, serve=lambda a: serve(a.tick))
 
 
 if __name__ == "__main__":

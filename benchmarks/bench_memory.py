@@ -782,7 +782,7 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
         async with serve_phase(mode, args, state_dir, phase) as server:
             sampler = Sampler(server)
             sampler.start()
-            from flet_resilient.measure import CpuMeter
+            from flet_resilient.loadtest.meter import CpuMeter
 
             meter = CpuMeter()
             try:

@@ -30,6 +30,7 @@ from typing import Any
 import flet as ft
 
 from flet_resilient import MemoryStore, coalesce_updates, evict_idle, stats
+from flet_resilient.measure import save_report
 from flet_resilient.prometheus import metrics_text
 from flet_resilient.status import StatusSampler
 from flet_resilient.testing import FletClient, FletServer
@@ -125,10 +126,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     text = report(asyncio.run(run(args)), args)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    if args.out is None:
+        print(text)
+    else:
+        save_report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import gc
 import importlib
 import logging
@@ -45,25 +44,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import flet as ft
+from harness import bench_main, choices, each_phase
 
 from flet_resilient import configure_offload, offload
+from flet_resilient.loadtest.meter import CpuMeter
 from flet_resilient.measure import (
     ChildServer,
-    CpuMeter,
     click_and_wait,
-    click_at_random,
+    clicking_at_random,
     close_all,
-    command_line,
     connect_many,
     ms,
     percentile,
     report_header,
-    save_report,
 )
 from flet_resilient.testing import FletClient, FletServer
 
 MODES = ("idle", "plain", "offload")
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 GOAL_VS_IDLE = 3.0  # offload p99 at most 3x the idle p99
 GOAL_VS_PLAIN = 100.0  # ... and at least 100x better than plain Flet's p99
 NOISY_CORES = 0.2  # other processes' CPU use that makes a phase's numbers suspect
@@ -230,17 +227,9 @@ async def run_phase(mode: str, args: argparse.Namespace) -> Phase:
             meter = CpuMeter()
             started = time.perf_counter()
             deadline = started + args.duration
-            tasks = [
-                click_at_random(
-                    c,
-                    "light",
-                    random.Random(rng.random()),
-                    deadline,
-                    args.click_timeout,
-                    phase,
-                )
-                for c in bystanders
-            ]
+            tasks = clicking_at_random(
+                bystanders, "light", rng, deadline, args.click_timeout, phase
+            )
             if mode != "idle":
                 tasks += [
                     heavy_user(c, deadline, args.job_timeout, phase) for c in heavy
@@ -375,26 +364,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="report file (default: benchmarks/results/<time>.md)",
     )
     args = parser.parse_args(argv)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or any(m not in MODES for m in modes):
-        parser.error(f"--modes must list some of {', '.join(MODES)}")
+    args.modes = choices(parser, "--modes", args.modes, MODES)
     if args.users < 2 or not 0 < args.heavy_share < 1:
         parser.error("need --users >= 2 and 0 < --heavy-share < 1")
-    args.modes = [m for m in MODES if m in modes]
     return args
 
 
 async def run(args: argparse.Namespace) -> list[Phase]:
     """Every requested phase, one after the other."""
-    phases = []
-    for mode in args.modes:
-        print(
-            f"phase {mode}: {args.users} users, {args.duration:g} s ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        phases.append(await run_phase(mode, args))
-    return phases
+    return await each_phase(
+        args.modes, run_phase, args, f"{args.users} users, {args.duration:g} s"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -407,12 +387,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     configure_offload(processes=args.processes)
     try:
-        phases = asyncio.run(run(args))
+        bench_main(args, run, report, args.output, "offload")
     finally:
         configure_offload()  # stop the worker processes
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    output = args.output or RESULTS_DIR / f"offload-{stamp}.md"
-    save_report(report(phases, args, command_line()), output)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ import math
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -26,9 +27,10 @@ __all__ = [
     "RETRYABLE",
     "ChildServer",
     "ClickLog",
-    "CpuMeter",
+    "announced_port",
     "click_and_wait",
     "click_at_random",
+    "clicking_at_random",
     "close_all",
     "code_version",
     "command_line",
@@ -42,6 +44,8 @@ __all__ = [
     "same_browser",
     "save_report",
     "serve_child",
+    "start_child",
+    "stop_child",
 ]
 
 FIRST_RETRY_S = 0.5
@@ -232,62 +236,33 @@ async def click_at_random(
         log.latencies_ms.append((time.perf_counter() - started) * 1000)
 
 
+def clicking_at_random(
+    clients: Iterable[FletClient],
+    button: str,
+    rng: random.Random,
+    deadline: float,
+    timeout: float,
+    log: ClickLog,
+) -> list[Coroutine[Any, Any, None]]:
+    """`click_at_random` for each of `clients` (the bystanders of a phase), each
+    with its own random generator drawn from `rng`, all into one `log`."""
+    return [
+        click_at_random(c, button, random.Random(rng.random()), deadline, timeout, log)
+        for c in clients
+    ]
+
+
 async def close_all(clients: list[FletClient], timeout: float = 10) -> None:
-    """Close every client; abort the ones that do not close within `timeout` s."""
+    """Close every client; abort the ones that do not close within `timeout` s
+    (a client whose close fails is left as it is)."""
+    closing = asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
     try:
-        await asyncio.wait_for(asyncio.gather(*(c.close() for c in clients)), timeout)
+        await asyncio.wait_for(closing, timeout)
     except asyncio.TimeoutError:
         for client in clients:
-            if client.ws is not None and not client.closed.is_set():
+            if not client.closed.is_set():  # any client with closed and abort()
                 with contextlib.suppress(Exception):
                     client.abort()
-
-
-class CpuMeter:
-    """CPU used over a window, in cores: this process tree's and everyone else's.
-
-    Benchmarks report the second number so a busy machine shows in the results.
-    A child that exits before `cores()` counts as far as `sample()` last saw it.
-    Needs psutil (the `bench` or `test` extra).
-    """
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self.me = psutil.Process()
-        self.started = time.perf_counter()
-        self.tree = self._tree()
-        self.seen = dict(self.tree)  # pid -> CPU seconds when last sampled
-        self.busy = self._busy()
-
-    def sample(self) -> None:
-        """Note the tree's CPU times now (call it often when children come and go)."""
-        self.seen.update(self._tree())
-
-    def used(self, pid: int) -> float:
-        """CPU seconds process `pid` used since the start, as last sampled."""
-        return self.seen.get(pid, 0.0) - self.tree.get(pid, 0.0)
-
-    def _tree(self) -> dict[int, float]:
-        seconds = {}
-        for process in [self.me, *self.me.children(recursive=True)]:
-            with contextlib.suppress(self._psutil.Error):
-                times = process.cpu_times()
-                seconds[process.pid] = times.user + times.system
-        return seconds
-
-    def _busy(self) -> float:
-        times = self._psutil.cpu_times()
-        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
-
-    def cores(self) -> tuple[float, float]:
-        """(own, other) CPU used since the start, in cores (steal counts as other)."""
-        wall = time.perf_counter() - self.started
-        self.sample()
-        own = sum(self.used(pid) for pid in self.seen)
-        busy = self._busy() - self.busy
-        return own / wall, max(0.0, busy - own) / wall
 
 
 ServerT = TypeVar("ServerT", bound="ChildServer")
@@ -317,15 +292,10 @@ class ChildServer:
 
     @property
     def port(self) -> int:
-        return int(self.ws_url.rsplit(":", 1)[1].split("/")[0])
+        return announced_port(self.ws_url)
 
     async def __aenter__(self: ServerT) -> ServerT:
-        self.process = await asyncio.create_subprocess_exec(
-            *self.command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=self.env,
-        )
+        self.process = await start_child(self.command, self.env)
         assert self.process.stdout is not None
         line = await asyncio.wait_for(self.process.stdout.readline(), 60)
         if not line.startswith(b"ws://"):
@@ -368,15 +338,44 @@ class ChildServer:
         process = self.process
         if process is None or process.returncode is not None:
             return
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 30)
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
+        await stop_child(process)
         if self._reader is not None:
             self._reader.cancel()
+
+
+async def start_child(
+    command: list[str], env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start a benchmark's child process with pipes to its stdin and stdout (its
+    stderr is ours, so its errors show)."""
+    return await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
+
+
+async def stop_child(process: asyncio.subprocess.Process, timeout: float = 30) -> None:
+    """Close the child's stdin (its signal to finish), wait `timeout` s for it to
+    exit, then kill it."""
+    assert process.stdin is not None
+    with contextlib.suppress(ProcessLookupError):
+        process.stdin.close()
+    try:
+        await asyncio.wait_for(process.wait(), timeout)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+def announced_port(line: str) -> int:
+    """The port in a child's first line: its last `:PORT`, as in
+    `ws://127.0.0.1:PORT/ws` (ValueError if there is none)."""
+    found = re.search(r":(\d+)\D*$", line.strip())
+    if found is None:
+        raise ValueError(f"no port in {line!r}")
+    return int(found.group(1))
 
 
 def reply(*words: object) -> None:
@@ -386,19 +385,20 @@ def reply(*words: object) -> None:
 
 
 async def serve_child(
-    app: Any, handle: Callable[[list[str]], None], **uvicorn_options: Any
+    app: Any, handle: Callable[[list[str]], None] | None = None, **uvicorn_options: Any
 ) -> None:
-    """Child side of `ChildServer`: serve the ASGI `app` on 127.0.0.1 with
-    uvicorn's defaults (pings included) but for `uvicorn_options`, print its
-    `ws://` URL, then hand the words of each stdin line to `handle` until
-    stdin closes."""
+    """Child side of `ChildServer` and of the load-test CLI's `ServerProcess`:
+    serve the ASGI `app` on 127.0.0.1 with uvicorn's defaults (pings included;
+    log level error) but for `uvicorn_options`, print its `ws://` URL, then hand
+    the words of each stdin line to `handle` until stdin closes."""
     import uvicorn
 
     from flet_resilient import _flet as adapter
 
     adapter.install()  # as serve() does (a no-op with FLET_RESILIENT_DISABLE=1)
     sock = loopback_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error", **uvicorn_options))
+    options = {"log_level": "error", **uvicorn_options}
+    server = uvicorn.Server(uvicorn.Config(app, **options))
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 30
     while not server.started:
@@ -412,7 +412,7 @@ async def serve_child(
         lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
     )
     while line := await reader.readline():
-        if words := line.decode().split():
+        if (words := line.decode().split()) and handle is not None:
             handle(words)
     server.should_exit = True
     with contextlib.suppress(asyncio.TimeoutError):

@@ -121,6 +121,38 @@ def test_bench_hostile_smoke_runs_every_attack_against_both_servers(tmp_path):
     assert "- goal met:" in report, report
 
 
+# --- bench_flaky and bench_offload (no --smoke flag: small sizes instead) ----------
+
+
+@pytest.mark.timeout(300)
+def test_bench_flaky_small_run_keeps_every_buffered_session_through_its_drops(
+    tmp_path,
+):
+    report = run_benchmark(
+        "bench_flaky.py", tmp_path / "flaky.md", "--clients", "4", "--duration", "6"
+    )
+    for mode in ("plain", "buffered"):
+        assert int(cell(report, mode, "drops")) > 0, report
+    assert cell(report, "buffered", "sessions lost") == "0", report
+    assert cell(report, "buffered", "one-shot lost") == "0", report
+
+
+@pytest.mark.timeout(300)
+def test_bench_offload_small_run_keeps_bystanders_fast_beside_heavy_jobs(tmp_path):
+    report = run_benchmark(
+        "bench_offload.py",
+        tmp_path / "offload.md",
+        *("--users", "4", "--duration", "2"),
+        *("--job-seconds", "0.3", "--processes", "1"),
+    )
+    for mode in ("plain", "offload"):
+        assert int(cell(report, mode, "heavy jobs done")) > 0, report
+    assert cell(report, "offload", "timeouts") == "0", report
+    p99 = {mode: float(cell(report, mode, "p99 ms")) for mode in ("plain", "offload")}
+    assert p99["offload"] < p99["plain"], report  # the loop was not blocked
+    assert "- goal met:" in report, report
+
+
 # --- bench_deploy ------------------------------------------------------------------
 
 

@@ -311,3 +311,12 @@ def test_roles_keep_their_shares_as_a_ramp_adds_users(tmp_path: Path) -> None:
         assert roles.count("bystander") == plan.bystander_count(upto)
     assert (roles.count("heavy"), roles.count("bystander")) == (5, 20)
     assert roles[:2] == ["heavy", "bystander"]  # a heavy user from the first step
+
+
+def test_a_child_s_announced_port_is_read_from_its_url_line() -> None:
+    from flet_resilient.measure import announced_port
+
+    assert announced_port("ws://127.0.0.1:4321/ws\n") == 4321  # serve_child
+    assert announced_port("NiceGUI ops console: http://127.0.0.1:8080") == 8080
+    with pytest.raises(ValueError):
+        announced_port("Traceback (most recent call last):")

@@ -30,7 +30,7 @@ and the servers' stderr logs (`capacity.png` for a ramp).
 
 from flet_resilient.loadtest.app import STATS_PATH, build_app, create_app, load_main
 from flet_resilient.loadtest.cli import main
-from flet_resilient.loadtest.meter import Meter
+from flet_resilient.loadtest.meter import CpuMeter, Meter
 from flet_resilient.loadtest.model import ModeResult, Plan, Sample
 from flet_resilient.loadtest.plot import plot, plot_ramp
 from flet_resilient.loadtest.ramp import SLO, Ramp, Step, parse_ramp, ramp
@@ -41,6 +41,7 @@ from flet_resilient.loadtest.server import ServerProcess, WorkersBehindProxy
 __all__ = [
     "SLO",
     "STATS_PATH",
+    "CpuMeter",
     "Meter",
     "ModeResult",
     "Plan",

@@ -14,12 +14,9 @@ import json
 import logging
 import os
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from flet_resilient.testing import loopback_socket
 
 STATS_PATH = "/__flet_resilient/stats"
 APP_ENV = "FLET_RESILIENT_LOADTEST_APP"  # the target a worker's create_app() serves
@@ -82,32 +79,18 @@ def build_app(app_main: Callable[..., Any], **app_kwargs: Any) -> Any:
 
 
 def serve(target: str) -> None:
-    """Child side: serve `target` on 127.0.0.1, print the port, stop on stdin EOF.
+    """Child side: serve `target` on 127.0.0.1, print its URL, stop on stdin EOF.
 
     The parent closes our stdin to stop us, so we also stop when it dies.
     """
-    import uvicorn
-
     from flet_resilient import configure_offload
+    from flet_resilient.measure import serve_child
 
     app = create_app(target)
-    sock = loopback_socket()
-    sock.listen(2048)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3)
-    )
-
-    def stop_on_eof() -> None:
-        sys.stdin.read()
-        server.should_exit = True
-
-    threading.Thread(target=stop_on_eof, daemon=True).start()
-    print(sock.getsockname()[1], flush=True)
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        asyncio.run(serve_child(app, log_level="warning", timeout_graceful_shutdown=3))
     finally:
         configure_offload()  # stop the app's worker processes, if any
-        sock.close()
 
 
 def create_app(target: str | None = None) -> Any:

@@ -1,9 +1,30 @@
-"""CPU and memory of the app's server processes, the load generator and the machine."""
+"""CPU and memory of the app's server processes, the load generator and the machine.
+
+The one meter of the load-test CLI and the benchmarks: `Meter` follows given
+server processes, `CpuMeter` this process's tree against the rest of the machine.
+Needs psutil (the `bench` or `test` extra).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from typing import Any
+
+
+def cpu_seconds(process: Any) -> float:
+    """User + system CPU seconds of a `psutil.Process` so far."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def machine_busy() -> float:
+    """Busy CPU seconds of the whole machine, all processes (not idle, not iowait)."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 class Meter:
@@ -35,8 +56,7 @@ class Meter:
             with contextlib.suppress(self._psutil.Error):
                 with process.oneshot():
                     memory = process.memory_info().rss
-                    times = process.cpu_times()
-                self.cpu[process.pid] = times.user + times.system
+                    self.cpu[process.pid] = cpu_seconds(process)
                 tree += memory
                 if process.pid in own:
                     rss += memory
@@ -51,14 +71,41 @@ class Meter:
 
     def my_cpu(self) -> float:
         """CPU seconds of this (load-generating) process."""
-        times = self.me.cpu_times()
-        return float(times.user + times.system)
+        return cpu_seconds(self.me)
 
     def machine_busy(self) -> float:
         """Busy CPU seconds of the whole machine, all processes."""
-        times = self._psutil.cpu_times()
-        return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+        return machine_busy()
 
     def reset_peaks(self) -> None:
         """Start the RSS peaks afresh (a ramp's next step)."""
         self.rss_peak = self.tree_rss_peak = 0
+
+
+class CpuMeter(Meter):
+    """CPU used over a window, in cores: this process tree's and everyone else's.
+
+    Benchmarks report the second number so a busy machine shows in the results.
+    A child that exits before `cores()` counts as far as `sample()` last saw it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__([os.getpid()])
+        self.started = time.perf_counter()
+        self.sample()
+        self.tree = dict(self.cpu)  # pid -> CPU seconds at the start
+        self.busy = machine_busy()
+
+    def used(self, pid: int) -> float:
+        """CPU seconds process `pid` used since the start, as last sampled."""
+        return self.cpu.get(pid, 0.0) - self.tree.get(pid, 0.0)
+
+    def cores(self, unseen: float = 0.0) -> tuple[float, float]:
+        """(own, other) CPU used since the start, in cores (steal counts as
+        other); `unseen`: CPU seconds of our children that `sample()` never saw
+        (they are ours, not others')."""
+        wall = time.perf_counter() - self.started
+        self.sample()
+        own = sum(self.used(pid) for pid in self.cpu) + unseen
+        busy = machine_busy() - self.busy
+        return own / wall, max(0.0, busy - own) / wall

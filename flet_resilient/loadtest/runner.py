@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from flet_resilient.loadtest.server import (
     Servers,
     WorkersBehindProxy,
 )
+from flet_resilient.measure import close_all as close_clients
 from flet_resilient.measure import percentile
 from flet_resilient.metrics import Histogram
 
@@ -293,16 +293,8 @@ async def _sample(
 
 
 async def close_all(users: list[User]) -> None:
-    """Close every client; abort those that do not close within 5 s."""
-    clients = [u.client for u in users]
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(*(c.close() for c in clients), return_exceptions=True), 5
-        )
-    except asyncio.TimeoutError:
-        for client in clients:
-            with contextlib.suppress(Exception):
-                client.abort()
+    """Close every user's client; abort those that do not close within 5 s."""
+    await close_clients([u.client for u in users], timeout=5)
 
 
 async def run(plan: Plan, modes: list[str]) -> list[ModeResult]:

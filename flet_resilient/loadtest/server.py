@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flet_resilient.loadtest.app import APP_ENV, STATS_PATH, import_location
+from flet_resilient.measure import announced_port
 
 START_TIMEOUT = 60.0  # the server process answering its stats route
 
@@ -119,7 +120,7 @@ class ServerProcess:
             line = await asyncio.wait_for(
                 asyncio.to_thread(self.process.stdout.readline), START_TIMEOUT
             )
-            self.port = int(line.decode().rstrip().rstrip("/").rpartition(":")[2])
+            self.port = announced_port(line.decode())
         except (asyncio.TimeoutError, ValueError):
             self.stop()
             raise RuntimeError(self._failure("did not start")) from None
@@ -143,7 +144,7 @@ class ServerProcess:
                 log.flush()
 
     def command(self) -> list[str]:
-        """The child's command line; its first stdout line ends with its port."""
+        """The child's command line; its first stdout line is its URL."""
         return [sys.executable, "-m", "flet_resilient.loadtest", "--serve", self.target]
 
     def answers(self) -> bool:
