@@ -1,5 +1,5 @@
 """Server CPU per page build, component re-render and update: stock Flet vs the
-seam's speed-ups (`adapter.speedups`), in one run.
+seam's speed-ups (`flet_resilient.speedups`), in one run.
 
 Run from the repository root (`pip install -e .[bench]`; about 2 minutes with
 the defaults on 2 cores):

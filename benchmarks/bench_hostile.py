@@ -97,13 +97,13 @@ def make_main(controls: int) -> Any:
 
 def server_stats() -> dict[str, Any]:
     """Flet's sessions (all, still connected) and flet-resilient's refusals."""
-    from flet_resilient import _flet as adapter
+    from flet_resilient import _flet
     from flet_resilient.metrics import counters
 
-    sessions = list(adapter.sessions().values())
+    sessions = list(_flet.sessions().values())
     return {
         "sessions": len(sessions),
-        "connected": sum(adapter.is_connected(s) for s in sessions),
+        "connected": sum(_flet.is_connected(s) for s in sessions),
         "refused": sum(
             n
             for name, n in counters.items()

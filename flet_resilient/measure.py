@@ -393,9 +393,9 @@ async def serve_child(
     the words of each stdin line to `handle` until stdin closes."""
     import uvicorn
 
-    from flet_resilient import _flet as adapter
+    from flet_resilient import _flet
 
-    adapter.install()  # as serve() does (a no-op with FLET_RESILIENT_DISABLE=1)
+    _flet.install()  # as serve() does (a no-op with FLET_RESILIENT_DISABLE=1)
     sock = loopback_socket()
     options = {"log_level": "error", **uvicorn_options}
     server = uvicorn.Server(uvicorn.Config(app, **options))
