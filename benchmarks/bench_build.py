@@ -53,17 +53,12 @@ from typing import Any
 
 import flet as ft
 import flet_web.fastapi as flet_fastapi
-from harness import bench_main
+from children import ChildServer
+from clients import same_browser
+from harness import bench_main, report_header
 
 from flet_resilient import MemoryStore, app_state, evict_idle, stats
-from flet_resilient.measure import (
-    ChildServer,
-    percentile,
-    reply,
-    report_header,
-    same_browser,
-    serve_child,
-)
+from flet_resilient.measure import percentile, reply, serve_child
 from flet_resilient.testing import FletClient
 
 ROOT = Path(__file__).resolve().parents[1]

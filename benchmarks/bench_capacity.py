@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # nicegui_client
+from harness import command_line, report_header, save_report
+
 from flet_resilient.cluster import free_port, missing_program
 from flet_resilient.loadtest import SLO, Plan, Ramp, ServerProcess, parse_ramp
 from flet_resilient.loadtest.model import ModeResult, progress
@@ -48,7 +50,7 @@ from flet_resilient.loadtest.ramp import ramp_mode
 from flet_resilient.loadtest.ramp_report import ramp_table
 from flet_resilient.loadtest.runner import run_mode
 from flet_resilient.loadtest.server import Servers, stop_all_servers
-from flet_resilient.measure import command_line, percentile, report_header, save_report
+from flet_resilient.measure import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 FLET_APP = "examples/ops_console.py:main"

@@ -77,18 +77,13 @@ from typing import Any
 
 import flet as ft
 import psutil
-from harness import RESULTS_DIR, bench_main, choices, each_phase
+from children import start_child, stop_child
+from clients import connect_many
+from harness import RESULTS_DIR, bench_main, choices, each_phase, ms
 
 from flet_resilient import coalesce_updates, stats
 from flet_resilient.loadtest.meter import CpuMeter
-from flet_resilient.measure import (
-    connect_many,
-    machine,
-    ms,
-    percentile,
-    start_child,
-    stop_child,
-)
+from flet_resilient.measure import machine, percentile
 from flet_resilient.metrics import Histogram
 from flet_resilient.testing import Action, FletClient, FletServer, wait_until
 

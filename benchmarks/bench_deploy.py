@@ -58,20 +58,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from harness import RESULTS_DIR, bench_main, choices, each_phase
+from clients import FIRST_RETRY_S, connect_many, connect_retrying, same_browser
+from harness import RESULTS_DIR, bench_main, choices, each_phase, ms, report_header
 
 from flet_resilient.cluster import Cluster, Worker
 from flet_resilient.loadtest.meter import CpuMeter
-from flet_resilient.measure import (
-    FIRST_RETRY_S,
-    close_all,
-    connect_many,
-    connect_retrying,
-    ms,
-    percentile,
-    report_header,
-    same_browser,
-)
+from flet_resilient.measure import close_all, percentile
 from flet_resilient.testing import FletClient
 
 MODES = ("plain", "resilient")

@@ -43,17 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import flet as ft
-from harness import RESULTS_DIR, bench_main, choices, each_phase
+from children import ChildServer
+from harness import RESULTS_DIR, bench_main, choices, each_phase, ms, report_header
 
 from flet_resilient.loadtest.meter import CpuMeter
-from flet_resilient.measure import (
-    ChildServer,
-    ms,
-    percentile,
-    reply,
-    report_header,
-    serve_child,
-)
+from flet_resilient.measure import percentile, reply, serve_child
 from flet_resilient.testing import FaultProxy, FletClient
 
 MODES = ("plain", "buffered")

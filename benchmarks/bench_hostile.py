@@ -55,18 +55,11 @@ from typing import Any
 
 import flet as ft
 import psutil
-from harness import bench_main, choices
+from children import ChildServer
+from clients import clicking_at_random, connect_many
+from harness import bench_main, choices, ms, report_header
 
-from flet_resilient.measure import (
-    ChildServer,
-    clicking_at_random,
-    connect_many,
-    ms,
-    percentile,
-    reply,
-    report_header,
-    serve_child,
-)
+from flet_resilient.measure import percentile, reply, serve_child
 
 SERVERS = ("plain", "resilient", "resilient-adapter")
 DEFAULT_SERVERS = "plain,resilient"

@@ -43,19 +43,12 @@ from typing import Any
 
 import flet as ft
 import psutil
-from harness import RESULTS_DIR, bench_main
+from children import ChildServer
+from harness import RESULTS_DIR, bench_main, ms, report_header
 
 from flet_resilient import is_connected
 from flet_resilient.loadtest.meter import CpuMeter
-from flet_resilient.measure import (
-    ChildServer,
-    close_all,
-    ms,
-    percentile,
-    reply,
-    report_header,
-    serve_child,
-)
+from flet_resilient.measure import close_all, percentile, reply, serve_child
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = Path(__file__).resolve().parent / "loadgen_locustfile.py"

@@ -93,17 +93,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
+from children import ChildServer
+from clients import RETRYABLE, connect_retrying, same_browser
+from harness import command_line, save_report
 
-from flet_resilient.measure import (
-    RETRYABLE,
-    ChildServer,
-    command_line,
-    connect_retrying,
-    reply,
-    same_browser,
-    save_report,
-    serve_child,
-)
+from flet_resilient.measure import reply, serve_child
 from flet_resilient.memory import malloc_trim
 
 # The plain phase's server (this file, `--serve plain`) must be plain Flet: it
@@ -934,14 +928,18 @@ def meets_rss(rss: float, phase: Phase) -> bool:
 
 def p50_p99(values: list[float]) -> str:
     """p50 and p99 in ms, as "p50 / p99"."""
-    from flet_resilient.measure import ms, percentile
+    from harness import ms
+
+    from flet_resilient.measure import percentile
 
     return f"{ms(percentile(values, 50))} / {ms(percentile(values, 99))}"
 
 
 def about() -> dict[str, str]:
     """When, where and what code a run measured."""
-    from flet_resilient.measure import code_version, machine
+    from harness import code_version
+
+    from flet_resilient.measure import machine
 
     now = datetime.datetime.now(datetime.timezone.utc)
     return {

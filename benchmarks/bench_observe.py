@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import flet as ft
+from harness import save_report
 
 from flet_resilient import MemoryStore, coalesce_updates, evict_idle, stats
-from flet_resilient.measure import save_report
 from flet_resilient.prometheus import metrics_text
 from flet_resilient.status import StatusSampler
 from flet_resilient.testing import FletClient, FletServer

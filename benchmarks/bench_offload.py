@@ -44,20 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import flet as ft
-from harness import bench_main, choices, each_phase
+from children import ChildServer
+from clients import click_and_wait, clicking_at_random, connect_many
+from harness import bench_main, choices, each_phase, ms, report_header
 
 from flet_resilient import configure_offload, offload
 from flet_resilient.loadtest.meter import CpuMeter
-from flet_resilient.measure import (
-    ChildServer,
-    click_and_wait,
-    clicking_at_random,
-    close_all,
-    connect_many,
-    ms,
-    percentile,
-    report_header,
-)
+from flet_resilient.measure import close_all, percentile
 from flet_resilient.testing import FletClient, FletServer
 
 MODES = ("idle", "plain", "offload")

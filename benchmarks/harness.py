@@ -1,9 +1,10 @@
 """What every benchmark does the same way: its `--modes`-style options, its phase
-loop, its entry point and where its report goes.
+loop, its entry point, its report's header and figures, and where it goes.
 
 Only the benchmarks use this, so it lives beside them (each script's folder is on
-`sys.path` when it runs) rather than in the shipped `flet_resilient` package;
-what the load-test CLI shares with them is in `flet_resilient.measure`.
+`sys.path` when it runs) rather than in the shipped `flet_resilient` package, as
+do `children` (child servers) and `clients` (simulated users); what the load-test
+CLI shares with them is in `flet_resilient.measure`.
 """
 
 from __future__ import annotations
@@ -11,17 +12,71 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import math
+import os
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flet_resilient.measure import command_line, save_report
+from flet_resilient.measure import machine
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 """Where reports go by default (gitignored)."""
 
 T = TypeVar("T")
+
+
+def ms(value: float) -> str:
+    """Milliseconds for a table: one decimal below 100, none above; n/a for nan."""
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def code_version(path: str | os.PathLike[str] = ".") -> str:
+    """`git describe` of the checkout at `path` ("-dirty": edited), or unknown."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def command_line() -> str:
+    """How this script was started, for its report: `python <script> <args>`."""
+    script = os.path.relpath(sys.argv[0]) if sys.argv[0] else "benchmark"
+    return "python " + " ".join([script, *sys.argv[1:]])
+
+
+def report_header(
+    title: str, command: str, checkout: str | os.PathLike[str]
+) -> list[str]:
+    """A benchmark report's first lines: title, date, machine, code, command."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"# {title}",
+        "",
+        f"- date: {now}",
+        f"- machine: {machine()}",
+        f"- code: flet-resilient {code_version(checkout)}",
+        f"- command: `{command}`",
+    ]
+
+
+def save_report(text: str, path: Path) -> None:
+    """Print a markdown report and write it to `path` (creating its folder)."""
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"saved {path}", file=sys.stderr)
 
 
 def choices(
