@@ -69,9 +69,25 @@ def niceness() -> int:
     return os.nice(0)
 
 
+def note_pid(path: str) -> None:
+    """Append this worker's pid to `path`: the test sees that the job started."""
+    with open(path, "a") as notes:
+        notes.write(f"{os.getpid()}\n")
+
+
 @offload
 def note_then_die(path: str) -> None:
     """Append this worker's pid to `path`, then SIGKILL it (as the OOM killer)."""
-    with open(path, "a") as notes:
-        notes.write(f"{os.getpid()}\n")
+    note_pid(path)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@offload
+def note_then_wait(path: str, release: str) -> str:
+    """Append this worker's pid to `path`, then wait (at most 20 s) until the
+    file `release` exists: a call surely running while the test acts."""
+    note_pid(path)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "released"

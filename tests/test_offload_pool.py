@@ -41,12 +41,16 @@ async def test_timeout_raises_clear_error_and_frees_the_slot():
     assert await offload_jobs.sleepy(0) > 0
 
 
-async def test_worker_crash_fails_only_that_call_then_pool_heals():
-    slow = asyncio.ensure_future(offload_jobs.spin_offloaded(1.0))
-    await asyncio.sleep(0.3)  # let the slow call start on the other worker
+async def test_worker_crash_fails_only_that_call_then_pool_heals(tmp_path):
+    started, release = tmp_path / "started", tmp_path / "release"
+    running = asyncio.ensure_future(
+        offload_jobs.note_then_wait(str(started), str(release))
+    )
+    await wait_until(started.exists, timeout=30)  # it runs on the other worker
     with pytest.raises(WorkerCrashed, match=r"crash\(\)"):
         await offload_jobs.crash()
-    assert await slow == 1.0  # the call on the healthy worker is unaffected
+    release.touch()  # it was running all through the crash
+    assert await running == "released"  # the call on the healthy worker is unaffected
     assert await offload_jobs.square(9) == 81  # a fresh worker serves the next call
 
 
