@@ -1,7 +1,10 @@
 """Flaky networks through a loopback fault-injection proxy, real protocol."""
 
 import asyncio
+import inspect
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 import flet as ft
 import pytest
@@ -39,6 +42,15 @@ async def count_to(user: FletClient, n: int, start: int = 0) -> None:
     for i in range(start + 1, n + 1):
         await user.click("inc")
         await user.wait_for(lambda i=i: user.value("count") == str(i))
+
+
+async def sent(server: FletServer, call: Coroutine[Any, Any, Any]) -> asyncio.Future:
+    """Start the invoke `call` on the server loop; its future, once the call has
+    sent its message and waits for the answer (its first suspension)."""
+    future = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, server.loop))
+    done = (inspect.CORO_SUSPENDED, inspect.CORO_CLOSED)
+    await wait_until(lambda: inspect.getcoroutinestate(call) in done)
+    return future
 
 
 async def cut_off(app: App, proxy: FaultProxy, clicks: int = 1) -> FletClient:
@@ -83,8 +95,7 @@ async def test_invoke_method_sent_while_cut_off_is_delivered_after_reconnect(
     app = App(decorated)
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
         phone = await cut_off(app, proxy)
-        focus = asyncio.ensure_future(server.call(app.fields[0].focus()))
-        await asyncio.sleep(0.3)
+        focus = await sent(server, app.fields[0].focus())  # while nobody listens
         again = await FletClient(proxy.ws_url, session_id=phone.session_id).connect()
         try:
             await asyncio.wait_for(asyncio.shield(focus), timeout=5)
@@ -104,8 +115,8 @@ async def test_invoke_method_lost_in_a_half_open_socket_is_replayed():
         await count_to(phone, 1)
         proxy.blackhole()
         # The server still believes the old socket is fine and sends into it.
-        focus = asyncio.ensure_future(server.call(app.fields[0].focus()))
-        await asyncio.sleep(0.3)
+        focus = await sent(server, app.fields[0].focus())
+        assert app.pages[0].session.connection is not None
         assert not focus.done()
         again = await FletClient(proxy.ws_url, session_id=phone.session_id).connect()
         await asyncio.wait_for(focus, timeout=10)
@@ -198,7 +209,7 @@ async def test_producers_pause_while_nobody_listens():
                 ticks.append(1)
                 value.value = str(len(ticks))
                 value.update()
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # the app's pace: 100 ticks/s
 
         page.run_task(produce)
 
@@ -206,9 +217,10 @@ async def test_producers_pause_while_nobody_listens():
         phone = await FletClient(proxy.ws_url).connect()
         await wait_until(lambda: len(ticks) > 5)
         proxy.cut()
-        await asyncio.sleep(0.3)
+        # The server has handled the cut (its "disconnected" hooks ran).
+        await wait_until(lambda: stats()["counters"].get("reconnect.disconnects") == 1)
         paused_at = len(ticks)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # on purpose: 50 ticks' time passes, unseen
         assert len(ticks) <= paused_at + 1  # at most the tick already under way
         again = await FletClient(proxy.ws_url, session_id=phone.session_id).connect()
         await wait_until(lambda: len(ticks) > paused_at + 5)
@@ -231,7 +243,9 @@ async def test_a_call_held_offline_fails_once_the_window_passes():
     app = App(True, window=1.0)
     async with FletServer(app.main) as server, FaultProxy(server.port) as proxy:
         await cut_off(app, proxy)
-        await asyncio.sleep(0.5)  # queued well after the disconnect
+        # On purpose, not a wait: the call is held well after the disconnect
+        # and still fails once its own window passes.
+        await asyncio.sleep(0.5)
         with pytest.raises(RuntimeError, match="client did not come back"):
             await asyncio.wait_for(server.call(app.fields[0].focus()), timeout=10)
     assert stats()["counters"]["reconnect.expired"] >= 1
