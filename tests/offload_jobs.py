@@ -75,3 +75,10 @@ def note_then_die(path: str) -> None:
     with open(path, "a") as notes:
         notes.write(f"{os.getpid()}\n")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@offload
+def autogroup() -> str:
+    """This worker's Linux autogroup line ("/autogroup-N nice K")."""
+    with open("/proc/self/autogroup") as group:
+        return group.read().strip()
