@@ -36,8 +36,9 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # nicegui_client
 from harness import command_line, report_header, save_report
@@ -58,6 +59,7 @@ NICEGUI_APP = str(ROOT / "benchmarks" / "nicegui_ops_console.py")
 OFFLINE_S = (0.2, 2.0)  # reconnect phase: how long a user stays away
 FAILED: list[str] = []  # runs that raised, for the report
 SHORT = "met the SLO at every step: ramp further (--ramp)"
+PING_TIMEOUT = "Client is gone, closing socket"  # engine.io, in the twin's log
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,24 @@ def nicegui_client(url: str, index: int) -> object:
     return NiceGUIClient(url, index)
 
 
+def nicegui_drops(log: Path, clients: list[Any]) -> str:
+    """Why NiceGUI users lost sockets (the twin logs engine.io's ping-timeout
+    closes) and how many the users brought back to their page."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    closed = {line.split(":")[0] for line in text.splitlines() if PING_TIMEOUT in line}
+    dropped = sum(c.dropped for c in clients)
+    back = sum(c.recovered for c in clients)
+    return (
+        f"NiceGUI closed {len(closed)} sockets for a ping answer it had not read "
+        "within its engine.io ping timeout (2 s: its event loop stalled longer, "
+        "as while it built arriving users' pages or ran a full garbage "
+        f"collection); the users lost {dropped} sockets and brought {back} back to "
+        "their page as the page script does; the others were refused (NiceGUI "
+        "had deleted the page client after its 3 s reconnect_timeout; a browser "
+        "reloads the page: a new session)"
+    )
+
+
 async def ramp_run(
     plan: Plan, run: Run, counts: list[int], slo: SLO, reconnect: tuple[int, float]
 ) -> Measured:
@@ -115,8 +135,17 @@ async def ramp_run(
     0 users: none) time reconnects on the same servers."""
     plan.workers = run.workers
     times: list[float] = []
+    notes: list[str] = []
+    clients: list[Any] = []  # NiceGUI's, for their lost sockets
+
+    def make_client(url: str, index: int) -> object:
+        clients.append(nicegui_client(url, index))
+        return clients[-1]
 
     async def reconnects(servers: Servers) -> None:
+        if run.mode == "nicegui":
+            notes.append(nicegui_drops(plan.out / "server-nicegui.log", clients))
+            progress(f"== {notes[-1]}")
         if reconnect[0] and run.mode == "nicegui":
             times.extend(await nicegui_reconnects(servers, *reconnect, plan.seed))
         elif reconnect[0]:
@@ -124,11 +153,11 @@ async def ramp_run(
 
     if run.mode == "nicegui":
         ramp = await ramp_mode(
-            plan, "nicegui", counts, slo, start_nicegui, nicegui_client, reconnects
+            plan, "nicegui", counts, slo, start_nicegui, make_client, reconnects
         )
     else:
         ramp = await ramp_mode(plan, run.mode, counts, slo, then=reconnects)
-    return Measured("", run, ramp, times)
+    return Measured("", run, ramp, times, notes)
 
 
 async def flet_reconnects(
@@ -194,6 +223,7 @@ class Measured:
     run: Run
     ramp: Ramp
     reconnect_ms: list[float]
+    notes: list[str] = field(default_factory=list)  # e.g. why sessions were lost
 
 
 def runs_here(skip: set[str]) -> list[Run]:
@@ -390,6 +420,7 @@ def report(
     lines += ["## Steps", ""]
     for m in measured:
         lines += [f"### {m.workload}: {m.ramp.label}", "", ramp_table(m.ramp)]
+        lines += [line for note in m.notes for line in ("", f"- {note}")]
     return "\n".join(lines)
 
 

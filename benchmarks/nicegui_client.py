@@ -9,6 +9,16 @@ button found by its `data-key` prop with the same `event` message the page's
 JavaScript sends. It offers what the load test uses of
 `flet_resilient.testing.FletClient`: `connect`, `click`, `find`, `value`,
 `wait_for`, `frames`, `closed`, `close`, `abort`.
+
+A socket the server closes comes back as the page's socket.io client brings
+it back (reconnection on, 1 s doubling to 5 s, ±50 %, the latest message id in
+the query), to the same page client: NiceGUI closes the socket of a tab whose
+ping answer it has not read within its engine.io ping timeout (2 s by
+default), as when its own event loop stalls longer than that, and keeps the
+page client `reconnect_timeout` (3 s) for the tab to return; only a refused
+handshake (the client deleted: the browser would reload the page) loses the
+session. python-socketio's own reconnection does neither: it gives up after
+an engine.io close packet and reconnects with the first query.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import contextlib
 import html
 import json
 import math
+import random
 import re
 import time
 import urllib.parse
@@ -34,6 +45,8 @@ from flet_resilient.testing import _holds as holds  # a missing element: not yet
 
 SOCKET_PATH = "/_nicegui_ws/socket.io"
 ACK_EVERY_S = 3.0  # as NiceGUI's page script
+RECONNECT_DELAY_S = (1.0, 5.0, 0.5)  # socket.io-client's first, max, randomization
+RECONNECT_GIVE_UP_S = 30.0  # a server that does not answer that long is gone
 _ELEMENTS = re.compile(r"parseElements\(String\.raw`(.*?)`\)", re.S)
 _QUERY = re.compile(r"query: (\{.*?\}),\n")
 
@@ -62,6 +75,11 @@ class NiceGUIClient:
         self._tab: dict[str, str] = {}
         self._socket = self._new_socket()
         self._acks: asyncio.Task[None] | None = None
+        self._online = asyncio.Event()  # the socket is connected
+        self._leaving = False  # close() or reconnect(): no reconnection
+        self._returning: asyncio.Task[None] | None = None
+        self.dropped = 0  # sockets the server closed (or the transport lost)
+        self.recovered = 0  # of those, back on the same page client
 
     async def connect(self) -> NiceGUIClient:
         """Load the page and connect its socket, as a browser tab does."""
@@ -88,6 +106,10 @@ class NiceGUIClient:
             wait_timeout=30,
         )
         self.closed.clear()
+        self._online.set()
+        self._changed.set()
+        if self._acks is not None:
+            self._acks.cancel()
         self._acks = asyncio.create_task(self._ack_loop())
 
     async def reconnect(self, offline: float) -> float:
@@ -102,10 +124,33 @@ class NiceGUIClient:
             await self._open_socket()
         except socketio.exceptions.ConnectionError:
             return math.nan
+        finally:
+            self._leaving = False
         return (time.monotonic() - started) * 1000
 
+    async def _come_back(self) -> None:
+        """Reconnect a socket the server closed, as the page's socket.io does,
+        until NiceGUI refuses the handshake or stops answering: then `closed`."""
+        first, most, spread = RECONNECT_DELAY_S
+        delay, give_up = first, time.monotonic() + RECONNECT_GIVE_UP_S
+        while not self._leaving and time.monotonic() < give_up:
+            await asyncio.sleep(delay * random.uniform(1 - spread, 1 + spread))
+            delay = min(delay * 2, most)
+            self._socket = self._new_socket()
+            try:
+                await self._open_socket()
+            except socketio.exceptions.ConnectionError:
+                if self._socket.failed_namespaces:
+                    break  # handshake refused: NiceGUI deleted the page client
+                continue  # not answering (yet)
+            if self._online.is_set():  # not dropped again meanwhile
+                self.recovered += 1
+                return
+        self.closed.set()
+        self._changed.set()
+
     def _new_socket(self) -> socketio.AsyncClient:
-        sock = socketio.AsyncClient(reconnection=False)
+        sock = socketio.AsyncClient(reconnection=False)  # see _come_back
         sock.on("update", self._on_update)
         sock.on("disconnect", self._on_disconnect)
         return sock
@@ -129,8 +174,14 @@ class NiceGUIClient:
         self._changed.set()
 
     def _on_disconnect(self, *args: Any) -> None:
-        self.closed.set()
-        self._changed.set()
+        """Our own close ends the session; any other comes back (`_come_back`)."""
+        self._online.clear()
+        if self._leaving:
+            self.closed.set()
+            self._changed.set()
+        elif self._returning is None or self._returning.done():
+            self.dropped += 1
+            self._returning = asyncio.create_task(self._come_back())
 
     async def _ack_loop(self) -> None:
         """Tell NiceGUI which messages arrived, so it can drop its history."""
@@ -161,9 +212,10 @@ class NiceGUIClient:
         return self.find(key).get(prop)
 
     async def click(self, key: str) -> None:
-        """Send the button's click event, as the page's script does."""
-        if not self._socket.connected:
-            raise ConnectionError("the NiceGUI socket is closed")
+        """Send the button's click event, as the page's script does (a socket
+        coming back first: socket.io buffers the event until it is)."""
+        if not self._online.is_set():
+            await self.wait_for(self._online.is_set, RECONNECT_GIVE_UP_S)
         element_id = self.element_id(key)
         listener = next(
             e
@@ -195,8 +247,11 @@ class NiceGUIClient:
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
     async def close(self) -> None:
+        self._leaving = True
         if self._acks is not None:
             self._acks.cancel()
+        if self._returning is not None:
+            self._returning.cancel()
         await self._socket.disconnect()
         self.closed.set()
 

@@ -15,6 +15,7 @@ generator uses carry a `data-key` prop (`ack`, `acked`, `report`,
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,18 @@ from examples import ops_data
 
 SERVICES = ops_data.services(ops_data.rows_wanted())
 LOG_LINES = 5
+PING_TIMEOUT = "%s: Client is gone, closing socket"  # engine.io's log message
+
+
+def log_ping_timeouts() -> None:
+    """Write engine.io's ping-timeout closes (only those: it logs every packet
+    at INFO) to stderr, the benchmark's server log, so a lost session has its
+    reason there."""
+    log = logging.getLogger("engineio.server")
+    log.addFilter(lambda record: record.msg == PING_TIMEOUT)
+    log.setLevel(logging.INFO)
+    if not log.handlers:
+        log.addHandler(logging.StreamHandler())
 
 
 def live_panel() -> None:
@@ -131,6 +144,7 @@ if __name__ in {"__main__", "__mp_main__"}:
     if __name__ == "__main__":  # the load test reads the port from this line
         print(f"NiceGUI ops console: http://127.0.0.1:{port}", flush=True)
     run.process_pool_start_method = "spawn"  # NiceGUI advises it (fork: sockets)
+    log_ping_timeouts()
     ui.run(
         host="127.0.0.1",
         port=port,

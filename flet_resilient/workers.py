@@ -14,9 +14,11 @@ import ctypes
 import functools
 import importlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +41,7 @@ __all__ = [
 ]
 
 _KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
+AUTOGROUP = "/proc/self/autogroup"  # Linux: this session's CPU share and nice
 
 
 def resolve(module: str, qualname: str) -> Callable[..., Any]:
@@ -73,12 +76,45 @@ def call_started(module: str, qualname: str, payload: bytes) -> Any:
 
 
 def warm_up(module: str, nice: int) -> int:
-    """Worker-side: lower the CPU priority, import the job's module ahead of
-    the job; return the pid."""
-    if nice and hasattr(os, "nice"):
-        os.nice(nice)
+    """Worker-side: lower the CPU priority, exit with the server, import the
+    job's module ahead of the job; return the pid."""
+    if nice:
+        lower_priority(nice)
+    exit_with_parent()
     importlib.import_module(module)
     return os.getpid()
+
+
+def lower_priority(nice: int) -> None:
+    """Lower this process's CPU priority by `nice` against every process on
+    the machine, not only its own session's.
+
+    Linux's autogroups share the CPU between sessions first and apply `nice`
+    only within one: a nice-19 worker in its server's session competes at
+    full weight with other sessions (another server process started in its
+    own session, the load balancer, Redis). So the worker leads a session of
+    its own and gives that session the same nice."""
+    if os.path.exists(AUTOGROUP):
+        with contextlib.suppress(OSError):  # e.g. a read-only /proc
+            os.setsid()
+            with open(AUTOGROUP, "w") as group:
+                group.write(str(nice))
+    if hasattr(os, "nice"):
+        os.nice(nice)
+
+
+def exit_with_parent() -> None:
+    """Exit when the server process that started this worker does: a worker
+    in a session of its own is not killed with its server's process group."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 @dataclass(frozen=True)

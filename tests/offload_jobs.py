@@ -91,3 +91,10 @@ def note_then_wait(path: str, release: str) -> str:
     while not os.path.exists(release) and time.monotonic() < deadline:
         time.sleep(0.01)
     return "released"
+
+
+@offload
+def autogroup() -> str:
+    """This worker's Linux autogroup line ("/autogroup-N nice K")."""
+    with open("/proc/self/autogroup") as group:
+        return group.read().strip()

@@ -4,7 +4,10 @@ import asyncio
 import importlib
 import os
 import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import offload_jobs
 import psutil
@@ -124,6 +127,57 @@ async def test_workers_run_at_a_lower_cpu_priority_than_the_loop():
     module = importlib.import_module("flet_resilient.offload")  # not the function
     expected = os.nice(0) + module.DEFAULT_WORKER_NICE
     assert await offload_jobs.niceness() == min(19, expected)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="no autogroups")
+async def test_workers_are_low_priority_against_other_sessions_too():
+    """Linux shares the CPU between sessions (autogroups) before `nice` counts:
+    the worker leads its own session at the workers' nice, or it would take as
+    much CPU as the loop of another server process, HAProxy or Redis."""
+    module = importlib.import_module("flet_resilient.offload")  # not the function
+    with open("/proc/self/autogroup") as mine:
+        ours = mine.read().split()[0]
+    group, _, nice = (await offload_jobs.autogroup()).split()
+    assert group != ours
+    assert int(nice) == module.DEFAULT_WORKER_NICE
+
+
+SERVER = """
+import asyncio, sys
+sys.path.insert(0, {tests!r})
+import offload_jobs
+print(asyncio.run(offload_jobs.worker_pid()), flush=True)
+sys.stdin.read()  # serve until killed
+"""
+
+
+async def test_a_worker_exits_when_its_server_process_is_killed():
+    """A worker outside its server's process group does not outlive it."""
+    code = SERVER.format(tests=str(Path(__file__).parent))
+    server = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        worker = psutil.Process(int(server.stdout.readline()))
+    finally:
+        server.kill()
+        server.wait()
+
+    def gone() -> bool:
+        try:
+            return worker.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    try:
+        await wait_until(gone, timeout=15)
+    finally:
+        if not gone():
+            worker.kill()
 
 
 def test_configure_without_arguments_restores_the_defaults():
