@@ -320,3 +320,19 @@ def test_a_child_s_announced_port_is_read_from_its_url_line() -> None:
     assert announced_port("NiceGUI ops console: http://127.0.0.1:8080") == 8080
     with pytest.raises(ValueError):
         announced_port("Traceback (most recent call last):")
+
+
+def test_the_generators_users_leave_its_collectors_view():
+    """After users connect, a full pass of the load generator's collector no
+    longer walks their pages (its pauses would count as server latency)."""
+    import gc
+
+    from flet_resilient.loadtest.runner import settle_collector
+
+    pages = [{"controls": [[i]]} for i in range(1000)]
+    try:
+        settle_collector()
+        watched = {id(page) for page in pages}
+        assert not any(id(obj) in watched for obj in gc.get_objects())
+    finally:
+        gc.unfreeze()
