@@ -140,8 +140,8 @@ async def grow(
         early.append((time.monotonic(), len(users), *meter.sample()))
         progress(f"{label} connecting {len(users)}/{result.users}")
     await connecting
+    settle_collector()  # before the warm-up, which drains what its pass held up
     await prepare(plan, users[before:])
-    settle_collector()
     return early
 
 
