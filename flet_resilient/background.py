@@ -12,13 +12,14 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["spawn"]
+__all__ = ["running_loop_in", "spawn"]
 
 logger = logging.getLogger("flet_resilient")
 
 _running: set[asyncio.Task[Any]] = set()
+_Entry = TypeVar("_Entry")
 
 
 def spawn(coro: Coroutine[Any, Any, Any], *, quiet: bool = False) -> asyncio.Task[Any]:
@@ -37,3 +38,13 @@ def _finished(task: asyncio.Task[Any]) -> None:
     _running.discard(task)
     if not task.cancelled() and task.exception() is not None:
         logger.error("background task failed", exc_info=task.exception())
+
+
+def running_loop_in(
+    table: dict[asyncio.AbstractEventLoop, _Entry],
+) -> asyncio.AbstractEventLoop:
+    """The running loop, once `table` (per-loop timers) forgets closed loops:
+    a test's server, or one restarted in the same process, leaves its own."""
+    for closed in [loop for loop in table if loop.is_closed()]:
+        del table[closed]
+    return asyncio.get_running_loop()

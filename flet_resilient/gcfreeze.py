@@ -23,6 +23,7 @@ from typing import Any
 from flet.messaging.session import Session
 
 from flet_resilient import _flet
+from flet_resilient.background import running_loop_in
 from flet_resilient.metrics import Histogram, count, register_section
 
 __all__ = ["FREEZE_DELAY_S", "enable", "enabled", "full_pauses"]
@@ -54,9 +55,7 @@ def enabled() -> bool:
 
 
 def _freeze_soon(session: Session) -> None:
-    loop = asyncio.get_running_loop()
-    for closed in [other for other in _timers if other.is_closed()]:
-        del _timers[closed]
+    loop = running_loop_in(_timers)
     if loop not in _timers:
         _timers[loop] = loop.call_later(FREEZE_DELAY_S, _freeze, loop)
 

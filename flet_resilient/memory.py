@@ -17,7 +17,7 @@ import time
 
 import anyio
 
-from flet_resilient.background import spawn
+from flet_resilient.background import running_loop_in, spawn
 from flet_resilient.metrics import count
 
 __all__ = ["malloc_trim", "trim_soon"]
@@ -60,9 +60,7 @@ def trim_soon() -> None:
     """Trim once evictions pause (call on the loop after freeing a session)."""
     if _libc_trim() is None:
         return
-    loop = asyncio.get_running_loop()
-    for closed in [other for other in _pending if other.is_closed()]:
-        del _pending[closed]
+    loop = running_loop_in(_pending)
     pending = _pending.setdefault(loop, _Debounce())
     now = time.monotonic()
     if pending.timer is None:
