@@ -5,6 +5,7 @@ or the test server installs the seam's fixes (see `install`; `uninstall`
 puts Flet back as shipped); each mitigation is then one decorator away.
 """
 
+import flet_resilient.paced_shutdown  # noqa: F401  (SIGTERM: drain in waves first)
 from flet_resilient._flet import UnsupportedFletVersion, install, speedups, uninstall
 from flet_resilient.coalesce import coalesce_page, coalesce_updates
 from flet_resilient.drain import DrainReport, drain

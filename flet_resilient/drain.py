@@ -20,7 +20,7 @@ import anyio
 from flet.messaging.session import Session
 
 from flet_resilient import _flet, durable, persist
-from flet_resilient.checks import check_seconds
+from flet_resilient.checks import check_positive, check_seconds
 from flet_resilient.metrics import Histogram, count
 
 __all__ = ["DRAIN_TIMEOUT_S", "DrainReport", "drain", "drain_latency"]
@@ -48,10 +48,15 @@ class DrainReport:
     seconds: float
 
 
-async def drain(timeout: float = DRAIN_TIMEOUT_S) -> DrainReport:
+async def drain(
+    timeout: float = DRAIN_TIMEOUT_S, *, pace: float | None = None
+) -> DrainReport:
     """Save every session's changed state (within `timeout` s), then close
-    every client socket with 1012 so clients reconnect to another worker."""
+    every client socket with 1012 so clients reconnect to another worker:
+    all at once, or `pace` sockets per second (raised to end within `timeout`)
+    so the workers left rebuild them spread out instead of as one herd."""
     check_seconds("timeout", timeout)
+    check_positive("pace", pace, expected="sockets per second > 0", optional=True)
     started = time.perf_counter()
     sessions = persist.bound_sessions()
     outcomes: Counter[str] = Counter()
@@ -63,7 +68,8 @@ async def drain(timeout: float = DRAIN_TIMEOUT_S) -> DrainReport:
         # Writes kept after a failed call (a slow moment counts as one) would
         # die with the process: send them now, not after the retry's backoff.
         await durable.flush_kept()
-    closed = await _flet.close_sockets()
+    left = timeout - (time.perf_counter() - started)
+    closed = await _flet.close_sockets(per_second=pace, within=left)
     seconds = time.perf_counter() - started
     drain_latency.record(seconds * 1000)
     report = DrainReport(

@@ -9,6 +9,8 @@ the variants without the feature (plain Flet, write-behind off) lose it.
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
 import time
 from pathlib import Path
 
@@ -96,6 +98,41 @@ async def test_a_graceful_restart_keeps_every_users_state(variant):
     assert restarted.pid not in pids  # another worker took them
     expected = [users.index(u) + 1 for u in moved]
     assert (counts == expected) is (variant == "resilient"), (counts, expected)
+
+
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("pace", ["4", "0"], ids=["paced", "all-at-once"])
+async def test_a_drain_sends_clients_away_in_waves_and_serves_the_rest(pace):
+    """On SIGTERM the worker stops accepting, then closes its sockets a few at
+    a time (4 per second here): a client not yet sent away is still answered.
+    All at once (pace 0, uvicorn's own way) leaves nobody to answer."""
+    async with cluster({"FLET_RESILIENT_DRAIN_PACE": pace}) as deploy:
+        worker = deploy.workers[0]
+        users = [await FletClient(worker.ws_url).connect() for _ in range(10)]
+        for user in users:
+            await user.wait_for(lambda u=user: u.find("count"))
+        worker.process.send_signal(signal.SIGTERM)
+        await wait_until(lambda: any(u.closed.is_set() for u in users))
+        refused = not accepts(worker.port)  # the load balancer goes elsewhere
+        still_open = [u for u in users if not u.closed.is_set()]
+        try:
+            await clicks(still_open[-1], 1)  # the last wave's user, if any
+            answered = True
+        except (IndexError, ConnectionError, TimeoutError):
+            answered = False
+        await asyncio.gather(*(u.closed.wait() for u in users))
+        await asyncio.to_thread(worker.process.wait, 30)
+        for user in users:
+            await user.close()
+    assert refused
+    assert answered is (pace != "0")
 
 
 @pytest.mark.parametrize("save_delay", [str(SAVE_DELAY), "none"])

@@ -4,8 +4,10 @@ sessions and sockets too)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import math
 import secrets
 from typing import Any, TypeGuard
 
@@ -51,14 +53,40 @@ def session_tag(session: Session) -> str:
     return digest.hexdigest()
 
 
-async def close_sockets(code: int = 1012, reason: str = "server restarting") -> int:
-    """Close every live client socket (1012: the client reconnects); how many."""
+async def close_sockets(
+    code: int = 1012,
+    reason: str = "server restarting",
+    *,
+    per_second: float | None = None,
+    within: float | None = None,
+) -> int:
+    """Close every live client socket (1012: the client reconnects); how many.
+
+    With `per_second`, in waves every `CLOSE_WAVE_S` at that rate, raised to
+    finish `within` seconds: clients come back spread out, not as one herd."""
     websockets = [app._FletApp__websocket for app in list(live_apps)]
-    for websocket in websockets:
-        with contextlib.suppress(Exception):
-            if websocket is not None:
-                await websocket.close(code=code, reason=reason)
+    wave = _wave_size(len(websockets), per_second, within)
+    for start in range(0, len(websockets), wave):
+        if start:
+            await asyncio.sleep(CLOSE_WAVE_S)
+        for websocket in websockets[start : start + wave]:
+            with contextlib.suppress(Exception):
+                if websocket is not None:
+                    await websocket.close(code=code, reason=reason)
     return len(websockets)
+
+
+CLOSE_WAVE_S = 0.1
+"""Seconds between two waves of a paced `close_sockets`."""
+
+
+def _wave_size(sockets: int, per_second: float | None, within: float | None) -> int:
+    """Sockets per wave: all of them unless paced; enough to end `within`."""
+    if per_second is None or sockets == 0:
+        return max(sockets, 1)
+    if within is not None:
+        per_second = max(per_second, sockets / max(within, CLOSE_WAVE_S))
+    return max(1, math.ceil(per_second * CLOSE_WAVE_S))
 
 
 def is_connected(session: Session) -> bool:
