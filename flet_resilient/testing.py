@@ -9,7 +9,6 @@ register response and every patch, and clicks controls by `key`.
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 import threading
 import time
@@ -147,7 +146,9 @@ class FletServer(LoopbackEndpoint):
         self._server.should_exit = True
         self._thread.join(timeout=15)
         self._socket.close()
-        gc.unfreeze()  # what its sessions left frozen (gcfreeze) is collectable
+        from flet_resilient import gcfreeze
+
+        gcfreeze.unfreeze()  # what its sessions left frozen is collectable
 
     def __enter__(self) -> FletServer:
         return self.start()
