@@ -90,7 +90,6 @@ def test_freezing_is_off_with_freeze_gc_false_and_checked():
         evict_idle(freeze_gc="yes")
 
 
-
 async def test_stats_does_not_walk_the_frozen_objects(monkeypatch):
     """CPython counts frozen objects by walking them all (29 ms at 200
     sessions, on every stats() call, status poll and scrape): the section
