@@ -19,8 +19,8 @@ import math
 import os
 import signal
 import threading
+from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
 from uvicorn.server import Server
 
@@ -56,33 +56,47 @@ def drain_pace() -> float | None:
 
 
 _PACE = drain_pace()  # a bad value fails at import, not at the first deploy
-_state: dict[str, Any] = {"wrapped": None, "draining": False}
+
+
+@dataclass
+class _Sigterm:
+    """The SIGTERM handler this module last saw or installed, and whether a
+    paced drain has begun."""
+
+    seen: object = None
+    draining: bool = False
+
+
+_sigterm = _Sigterm()
 
 
 def _wrap_sigterm() -> None:
     """Put the paced drain in front of uvicorn's SIGTERM handler, once (on the
     first socket: by then uvicorn has installed it, and this is its loop)."""
     handler = signal.getsignal(signal.SIGTERM)
-    if _state["wrapped"] is handler or _PACE is None:
+    if _sigterm.seen is handler or _PACE is None:
         return
     if threading.current_thread() is not threading.main_thread():
         return  # the server runs in a thread: it does not get the signal
     server = getattr(handler, "__self__", None)
-    if not isinstance(server, Server):
-        if _state["wrapped"] is None:
-            logger.info("SIGTERM is not uvicorn's: sockets close all at once on drain")
-            _state["wrapped"] = handler
+    if not isinstance(server, Server) or not hasattr(server, "servers"):
+        if _sigterm.seen is None:
+            logger.warning(
+                "SIGTERM is not uvicorn's Server.handle_exit of a server with "
+                "listeners (Server.servers): sockets close all at once on drain"
+            )
+            _sigterm.seen = handler
         return
     loop = asyncio.get_running_loop()
 
     def on_sigterm(sig: int, frame: FrameType | None) -> None:
-        if _state["draining"]:
+        if _sigterm.draining:
             server.handle_exit(sig, frame)  # a second SIGTERM: uvicorn at once
             return
-        _state["draining"] = True
+        _sigterm.draining = True
         loop.call_soon_threadsafe(lambda: spawn(_paced(server, sig, frame)))
 
-    _state["wrapped"] = on_sigterm
+    _sigterm.seen = on_sigterm
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
