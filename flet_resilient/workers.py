@@ -17,7 +17,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
-import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -40,7 +39,6 @@ __all__ = [
     "resolve",
 ]
 
-_KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
 AUTOGROUP = "/proc/self/autogroup"  # Linux: this session's CPU share and nice
 
 
@@ -75,14 +73,13 @@ def call_started(module: str, qualname: str, payload: bytes) -> Any:
     return call_by_reference(module, qualname, payload)
 
 
-def warm_up(module: str, nice: int) -> int:
+def warm_up(module: str, nice: int) -> None:
     """Worker-side: lower the CPU priority, exit with the server, import the
-    job's module ahead of the job; return the pid."""
+    job's module ahead of the job."""
     if nice:
         lower_priority(nice)
     exit_with_parent()
     importlib.import_module(module)
-    return os.getpid()
 
 
 def lower_priority(nice: int) -> None:
@@ -200,7 +197,7 @@ class _Worker:
         self._nice = nice
         self._pool: ProcessPoolExecutor | None = None
         self._started: ctypes.c_bool | None = None  # raised by the running job
-        self._pid: int | None = None
+        self._warm = False  # the process started and imported the job's module
 
     async def run(self, call: Call, timeout: float | None) -> Any:
         """Run `call`; `timeout` counts from when the job starts, not the spawn.
@@ -234,12 +231,13 @@ class _Worker:
             )
         future = None
         try:
-            if self._pid is None:  # a running call can only be killed by its pid
+            if not self._warm:
                 # The first submit starts the process: keep that off the loop.
                 warming = await anyio.to_thread.run_sync(
                     pool.submit, warm_up, reference[0], self._nice
                 )
-                self._pid = await asyncio.wrap_future(warming)
+                await asyncio.wrap_future(warming)
+                self._warm = True
             started.value = False
             future = pool.submit(call_started, *reference)
             with anyio.fail_after(timeout):
@@ -255,10 +253,12 @@ class _Worker:
             raise
 
     def kill(self) -> None:
-        """Stop the worker now; the next call starts a fresh one."""
-        if self._pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, _KILL)
+        """Stop the worker now, even one still starting (else the server's
+        exit would wait for its import and job); the next call starts afresh."""
+        if self._pool is not None:
+            # None once the pool shut down (its processes then are gone).
+            for process in list((self._pool._processes or {}).values()):
+                process.kill()  # SIGKILL; a no-op for one that already exited
         self._discard()
 
     def _discard(self) -> None:
@@ -266,7 +266,7 @@ class _Worker:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None
         self._started = None
-        self._pid = None
+        self._warm = False
 
 
 class ProcessBackend:

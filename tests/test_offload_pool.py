@@ -200,3 +200,33 @@ def test_configure_without_arguments_restores_the_defaults():
     configure_offload(processes=2)  # what the rest of this suite uses
     with pytest.raises(ValueError, match="worker_nice"):
         configure_offload(worker_nice=40)
+
+
+CANCELLED_WHILE_STARTING = """
+import asyncio, sys
+sys.path.insert(0, {tests!r})
+import slow_import_jobs
+
+async def main():
+    call = asyncio.ensure_future(slow_import_jobs.noop())
+    await asyncio.sleep(1)  # the worker process is starting: importing the job
+    call.cancel()
+
+asyncio.run(main())  # then the interpreter exits
+"""
+
+
+def test_a_call_cancelled_while_its_worker_starts_does_not_hold_the_exit():
+    """A worker killed before it reported its pid still dies: the server's
+    exit (after a drain, Ctrl-C, a deploy) waits for nothing."""
+    code = CANCELLED_WHILE_STARTING.format(tests=str(Path(__file__).parent))
+    server = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        # Far less than the worker's import: only a killed worker lets it exit.
+        assert server.wait(timeout=60) == 0
+    finally:
+        if server.poll() is None:
+            for child in psutil.Process(server.pid).children(recursive=True):
+                child.kill()
+            server.kill()
+            server.wait()
