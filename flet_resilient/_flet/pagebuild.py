@@ -6,8 +6,8 @@ added controls) by walking *every* dataclass field of it with nested
 generators and `dataclasses.fields()` per object: ~75 fields and ~230
 generator steps per control, 130 ms of a 1000-control page. The walk here
 does the same steps in the same order, but knows per class which fields it
-must look at, reads Prop fields straight from `_values` (what Prop.__get__
-returns) and skips the scalars a step would ignore anyway.
+must look at: of the Prop fields whose default the step ignores, only those
+set in `_values` (what Prop.__get__ returns), and no scalar at all.
 
 Every client event also had Flet resolve its handler's payload type from the
 control class's annotations (repr-ing each one): 0.4 ms per click, 0.9 ms per
@@ -21,6 +21,7 @@ import functools
 import logging
 import weakref
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any
 
 from flet.controls import base_control, object_patch
@@ -31,32 +32,71 @@ from flet.messaging import protocol
 
 from flet_resilient._flet.version import missing
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-"""Values Flet's configure step ignores (neither dataclass, dict nor list)."""
+_inert_types: set[type] = {str, int, float, bool, type(None)}
+"""Types of the values Flet's configure step ignores (neither dataclass, dict
+nor list: scalars, enums, ...), learnt as the walk meets them."""
 
-_FieldPlan = tuple[tuple[str, bool, Any], ...]
+
+@dataclasses.dataclass(frozen=True)
+class _FieldPlan:
+    """Per dataclass, its non-skip fields by their place in Flet's walk: the
+    ones to read on every instance, and the Prop fields whose default the
+    walk ignores, read only when set (in `_values`, as Prop.__get__ does)."""
+
+    always: tuple[tuple[int, str, bool, Any], ...]
+    """(place, name, read from `_values`, default) of the other fields."""
+    when_set: dict[str, int]
+    """Place of each Prop field whose default Flet's configure step ignores."""
+
+
 _plans: dict[type, _FieldPlan] = {}
-"""Per dataclass: its non-skip fields in order, as (name, read from `_values`,
-default): a field whose descriptor is a `Prop` reads `_values.get(name,
-default)`, as Prop.__get__ does; any other field is read with getattr."""
+
+
+def _inert(value: Any) -> bool:
+    """Whether Flet's configure step does nothing with `value` (not a list,
+    dict or dataclass: scalars, enums, colours...)."""
+    if isinstance(value, (list, dict)) or hasattr(type(value), "__dataclass_fields__"):
+        return False
+    return not (isinstance(value, type) and dataclasses.is_dataclass(value))
 
 
 def _field_plan(cls: type) -> _FieldPlan:
     """The fields Flet's configure step visits on instances of `cls`."""
     plan = _plans.get(cls)
     if plan is None:
-        steps = []
-        for f in dataclasses.fields(cls):
-            if f.metadata.get("skip", False):
-                continue
+        always, when_set = [], {}
+        fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("skip")]
+        for place, f in enumerate(fields):
             owner = next((k for k in cls.__mro__ if f.name in vars(k)), None)
             found = vars(owner)[f.name] if owner is not None else None
-            if type(found) is Prop and found.name == f.name:
-                steps.append((f.name, True, found.default))
+            if type(found) is not Prop or found.name != f.name:
+                always.append((place, f.name, False, None))
+            elif _inert(found.default):
+                when_set[f.name] = place
             else:
-                steps.append((f.name, False, None))
-        plan = _plans[cls] = tuple(steps)
+                always.append((place, f.name, True, found.default))
+        plan = _plans[cls] = _FieldPlan(tuple(always), when_set)
     return plan
+
+
+def _field_values(item: Any) -> list[Any]:
+    """The values of `item`'s fields that Flet's configure step would act on,
+    in the order it visits them: set Prop fields and the always-read ones."""
+    plan = _field_plan(type(item))
+    found: list[tuple[int, Any]] = []
+    if plan.when_set:
+        when_set = plan.when_set
+        for name, value in item._values.items():
+            place = when_set.get(name)
+            if place is not None and type(value) not in _inert_types:
+                found.append((place, value))
+    for place, name, sparse, default in plan.always:
+        value = item._values.get(name, default) if sparse else getattr(item, name)
+        if type(value) not in _inert_types:
+            found.append((place, value))
+    if len(found) > 1:
+        found.sort(key=itemgetter(0))
+    return [value for _, value in found]
 
 
 def _configure(
@@ -69,7 +109,7 @@ def _configure(
 ) -> None:
     """Flet's configure step for `item` and what it holds; controls go to `out`."""
     cls = type(item)
-    if cls in _SCALARS:
+    if cls in _inert_types:
         return
     if cls is list or cls is dict:  # (builtins: never dataclasses) the common case
         for value in item if cls is list else item.values():
@@ -82,8 +122,11 @@ def _configure(
     elif isinstance(item, list):
         for value in item:
             _configure(builder, value, parent, frozen, False, out)
-    elif isinstance(item, type) and dataclasses.is_dataclass(item):
-        out.extend(_stock["configure"](builder, item, parent, frozen, setattr_only))
+    elif isinstance(item, type):  # a class: what it is decides, not its type
+        if dataclasses.is_dataclass(item):
+            out.extend(_stock["configure"](builder, item, parent, frozen, setattr_only))
+    else:
+        _inert_types.add(cls)
 
 
 def _configure_object(
@@ -119,10 +162,8 @@ def _configure_object(
         out.append(item)
     if not setattr_only:
         child_parent = item if is_control else parent
-        for name, sparse, default in _field_plan(type(item)):
-            value = item._values.get(name, default) if sparse else getattr(item, name)
-            if type(value) not in _SCALARS:
-                _configure(builder, value, child_parent, frozen, False, out)
+        for value in _field_values(item):
+            _configure(builder, value, child_parent, frozen, False, out)
     if not frozen:
         _track_changes(item)
 
@@ -159,14 +200,28 @@ def _fast_configure(
     return iter(out)
 
 
+_dataclass_types: dict[type, bool] = {}
+
+
+def _is_dataclass(obj: Any) -> bool:
+    """`dataclasses.is_dataclass`, remembered per type of instance: Flet asks it
+    of every value it diffs or encodes, and for an enum the lookup is slow."""
+    cls = type(obj)
+    found = _dataclass_types.get(cls)
+    if found is None:
+        if issubclass(cls, type):  # a class: the answer depends on which one
+            return dataclasses.is_dataclass(obj)
+        found = _dataclass_types[cls] = dataclasses.is_dataclass(obj)
+    return found
+
+
 class _CachedDataclasses:
     """The `dataclasses` module as Flet's differ sees it, with `fields()`
     computed once per class (Flet calls it per dirty or removed object)."""
 
-    is_dataclass = staticmethod(dataclasses.is_dataclass)
-
     def __init__(self) -> None:
         self._fields: dict[type, tuple[dataclasses.Field[Any], ...]] = {}
+        self.is_dataclass = _is_dataclass
 
     def __getattr__(self, name: str) -> Any:
         return getattr(dataclasses, name)
@@ -204,6 +259,7 @@ SPED_UP: tuple[tuple[Any, str], ...] = (
     (base_control, "get_event_field_type"),
     (object_patch, "dataclasses"),
     (protocol, "_get_root_dataclass_field"),
+    (protocol, "is_dataclass"),
 )
 """The Flet names the speed-ups replace (tests/test_flet_contract.py checks them)."""
 
@@ -218,7 +274,8 @@ SPEEDUP_READS: tuple[tuple[Any, str], ...] = (
 
 _stock: dict[str, Any] = {}
 """Flet's own `_configure_dataclass`, object_patch's `dataclasses`, the
-encoder's `_get_root_dataclass_field` and the event type resolver."""
+encoder's `_get_root_dataclass_field` and `is_dataclass`, and the event type
+resolver."""
 
 
 def check_flet() -> None:
@@ -230,6 +287,7 @@ def check_flet() -> None:
         _stock["configure"] = DiffBuilder._configure_dataclass
         _stock["dataclasses"] = object_patch.dataclasses
         _stock["root_field"] = protocol._get_root_dataclass_field
+        _stock["is_dataclass"] = protocol.is_dataclass
         _stock["event_type"] = base_control.get_event_field_type
 
 
@@ -245,11 +303,13 @@ def speedups(on: bool) -> None:
         # The encoder looks up, per scalar field of every control it sends,
         # the base class that declared it: a pure function of (class, name).
         protocol._get_root_dataclass_field = functools.cache(_stock["root_field"])
+        protocol.is_dataclass = _is_dataclass  # type: ignore[assignment]
         base_control.get_event_field_type = _cached_event_type(_stock["event_type"])
     elif not on:
         DiffBuilder._configure_dataclass = _stock["configure"]  # type: ignore[method-assign]
         object_patch.dataclasses = _stock["dataclasses"]
         protocol._get_root_dataclass_field = _stock["root_field"]
+        protocol.is_dataclass = _stock["is_dataclass"]
         base_control.get_event_field_type = _stock["event_type"]
 
 
