@@ -4,6 +4,7 @@ them (FLET_RESILIENT_SPEEDUPS=1) and once without (=0), byte for byte."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -14,9 +15,10 @@ from typing import Any
 
 import pytest
 from flet.controls.object_patch import DiffBuilder
+from flet.controls.value_types import Prop
 
 from flet_resilient import _flet
-from flet_resilient._flet import pagebuild
+from flet_resilient._flet import fastinit, pagebuild
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tests" / "apps" / "varied_page.py"
@@ -138,3 +140,80 @@ def test_an_event_type_is_resolved_once_per_class_and_field():
     for control in (ft.Button("a"), ft.Button("b"), ft.TextField()):
         cached(control, "on_click")
     assert calls == [(ft.Button, "on_click"), (ft.TextField, "on_click")]
+
+
+def _stock_init(cls: type) -> Any:
+    return fastinit._stock_inits.get(cls, vars(cls).get("__init__"))
+
+
+def _built(cls: type, init: Any, **kwargs: Any) -> Any:
+    """A `cls` made by `init` (the instance, or the error it raised)."""
+    control = cls.__new__(cls)
+    try:
+        init(control, **kwargs)
+    except Exception as error:
+        return type(error)
+    return control
+
+
+def _shape(value: Any) -> Any:
+    """`value` as two equal constructions share it: scalars and lists as they
+    are, a bound method by its function, anything else by its type."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    return getattr(value, "__func__", type(value))
+
+
+def _state(control: Any) -> Any:
+    """What construction left on `control`, but its (ever new) id."""
+    if isinstance(control, type):
+        return control
+    fields = {k: _shape(v) for k, v in vars(control).items() if k != "_i"}
+    return fields, {k: _shape(v) for k, v in control._values.items()}, control._dirty
+
+
+def test_every_fast_init_takes_the_same_arguments_and_builds_the_same_control():
+    checked = 0
+    for cls in _control_classes():
+        stock = _stock_init(cls)
+        if not fastinit._generated(cls, stock):
+            continue
+        fast = fastinit._fast_init(cls, stock)
+        ours, flets = inspect.signature(fast), inspect.signature(stock)
+        assert [(p.name, p.kind) for p in ours.parameters.values()] == [
+            (p.name, p.kind) for p in flets.parameters.values()
+        ], cls
+        defaults = {
+            p.name: p.default
+            for p in flets.parameters.values()
+            if p.default is not inspect.Parameter.empty
+        }
+        assert all(ours.parameters[n].default is d for n, d in defaults.items()), cls
+        if len(defaults) < len(flets.parameters) - 1:  # needs arguments
+            continue
+        assert _state(_built(cls, fast)) == _state(_built(cls, stock)), cls
+        passed = {n: d for n, d in defaults.items() if not n.startswith("_")}
+        assert _state(_built(cls, fast, **passed)) == _state(
+            _built(cls, stock, **passed)
+        ), cls
+        checked += 1
+    assert checked > 150
+
+
+def test_a_sped_up_control_sets_only_the_props_it_was_given(monkeypatch):
+    import flet as ft
+
+    fastinit.speed_up(ft.Text)
+    sets = []
+    stock_set = Prop.__set__
+
+    def counting_set(prop: Prop, obj: Any, value: Any) -> None:
+        sets.append(prop.name)
+        stock_set(prop, obj, value)
+
+    monkeypatch.setattr(Prop, "__set__", counting_set)
+    text = ft.Text("hi", size=3, italic=False)  # italic: its default
+    assert sorted(sets) == ["size", "value"]
+    assert text._values == {"value": "hi", "size": 3}

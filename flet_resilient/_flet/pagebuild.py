@@ -30,6 +30,7 @@ from flet.controls.object_patch import DiffBuilder, ObjectPatchException
 from flet.controls.value_types import Prop
 from flet.messaging import protocol
 
+from flet_resilient._flet import fastinit
 from flet_resilient._flet.version import missing
 
 _inert_types: set[type] = {str, int, float, bool, type(None)}
@@ -61,9 +62,11 @@ def _inert(value: Any) -> bool:
 
 
 def _field_plan(cls: type) -> _FieldPlan:
-    """The fields Flet's configure step visits on instances of `cls`."""
+    """The fields Flet's configure step visits on instances of `cls`; a class
+    met the first time also gets the faster `__init__` (fastinit)."""
     plan = _plans.get(cls)
     if plan is None:
+        fastinit.speed_up(cls)
         always, when_set = [], {}
         fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("skip")]
         for place, f in enumerate(fields):
@@ -297,6 +300,7 @@ def speedups(on: bool) -> None:
     seam's `install()` turns them on unless FLET_RESILIENT_SPEEDUPS=0."""
     check_flet()
     if on and not speedups_on():
+        _plans.clear()  # so each class met again gets the faster __init__ again
         fast = functools.wraps(_stock["configure"])(_fast_configure)
         DiffBuilder._configure_dataclass = fast  # type: ignore[method-assign]
         object_patch.dataclasses = _CachedDataclasses()  # type: ignore[assignment]
@@ -311,6 +315,7 @@ def speedups(on: bool) -> None:
         protocol._get_root_dataclass_field = _stock["root_field"]
         protocol.is_dataclass = _stock["is_dataclass"]
         base_control.get_event_field_type = _stock["event_type"]
+        fastinit.restore()
 
 
 def speedups_on() -> bool:
