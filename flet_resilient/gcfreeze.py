@@ -7,7 +7,8 @@ has grown by a quarter. Shortly after sessions build their pages (and after
 client events), one full pass collects the garbage among the objects made
 since the last freeze (the others are out of its view, so it is short) and
 what survived is moved out of the collector's view (`gc.freeze()`): each
-object is examined about once instead of at every pass. Frozen objects are
+object is examined about once instead of at every pass. Until that freeze,
+automatic collections are held off (its pass does their work once). Frozen objects are
 still freed by reference counting (evicted sessions are dismantled for that);
 a frozen cycle that becomes garbage later is reclaimed only when its worker is
 recycled (`evict_idle(recycle_idle_rss=...)`).
@@ -42,6 +43,9 @@ _frozen = [0]
 """Objects this module has frozen (counted at each freeze: CPython's
 `gc.get_freeze_count()` walks every frozen object, 29 ms at 200 sessions)."""
 _started: list[float] = []
+_paused: list[bool] = []
+"""Set while this module holds automatic collections off (not if the app
+had switched them off itself)."""
 
 
 def enable() -> None:
@@ -61,6 +65,22 @@ def _freeze_soon(session: Session) -> None:
     loop = running_loop_in(_timers)
     if loop not in _timers:
         _timers[loop] = loop.call_later(FREEZE_DELAY_S, _freeze, loop)
+        _pause_collector()
+
+
+def _pause_collector() -> None:
+    """Until the freeze, no automatic collections: the freeze's pass does
+    their work once (while pages are built they would examine the new
+    controls again and again, a quarter of a reconnect burst's CPU)."""
+    if gc.isenabled():
+        gc.disable()
+        _paused.append(True)
+
+
+def _resume_collector() -> None:
+    if _paused:
+        _paused.clear()
+        gc.enable()
 
 
 def _freeze(loop: asyncio.AbstractEventLoop) -> None:
@@ -69,6 +89,9 @@ def _freeze(loop: asyncio.AbstractEventLoop) -> None:
     _frozen[0] += sum(len(gc.get_objects(generation)) for generation in range(3))
     gc.freeze()
     count("gc.freezes")
+    running_loop_in(_timers)  # forgets closed loops' timers, which never fire
+    if not _timers:
+        _resume_collector()
 
 
 def unfreeze() -> None:
@@ -76,6 +99,7 @@ def unfreeze() -> None:
     server stops, so what its sessions left is collectable)."""
     gc.unfreeze()
     _frozen[0] = 0
+    _resume_collector()  # a stopped loop's pending freeze will never run
 
 
 def _time_collection(phase: str, info: dict[str, Any]) -> None:

@@ -64,6 +64,7 @@ async def test_frozen_pages_of_evicted_sessions_are_still_freed():
             await wait_until(lambda: collector_sees(app.texts) == 0, timeout=10)
             await asyncio.gather(*(u.close() for u in users))
             await wait_until(lambda: all(r() is None for r in app.texts), timeout=10)
+        assert not gc.isenabled()  # the app's own choice, kept
     finally:
         gc.enable()
 
@@ -105,3 +106,27 @@ async def test_stats_does_not_walk_the_frozen_objects(monkeypatch):
         monkeypatch.setattr(gc, "get_freeze_count", walk)
         assert stats()["gc"]["frozen_objects"] > ROWS
         await user.close()
+
+
+async def test_automatic_collections_wait_for_the_freeze(monkeypatch):
+    """Between a page build and the freeze after it the collector is held off
+    (its passes would examine the new controls over and over), then back on."""
+    monkeypatch.setattr(gcfreeze, "FREEZE_DELAY_S", 1.0)
+    app = App(idle_ttl=60)
+    async with FletServer(app.main) as server:
+        assert gc.isenabled()
+        user = await visit(server)
+        assert not gc.isenabled()
+        await wait_until(gc.isenabled, timeout=10)
+        assert collector_sees(app.texts) == 0
+        await user.close()
+
+
+async def test_a_server_stopped_before_its_freeze_leaves_the_collector_on(monkeypatch):
+    monkeypatch.setattr(gcfreeze, "FREEZE_DELAY_S", 60.0)
+    app = App(idle_ttl=60)
+    async with FletServer(app.main) as server:
+        user = await visit(server)
+        assert not gc.isenabled()
+        await user.close()
+    assert gc.isenabled()

@@ -38,14 +38,28 @@ async def test_two_server_processes_share_state_through_redis():
             await second.close()
 
 
-async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing():
-    """More concurrent calls than pooled connections (redis-py's cap is 100)
-    queue for a connection: a busy worker is not a store outage."""
+async def test_a_burst_queues_on_a_few_connections_instead_of_failing(monkeypatch):
+    """More concurrent calls than pooled connections (users reconnecting at
+    once) queue for one of 16 connections: a busy worker is not a store
+    outage, and Redis is not handed hundreds of new connections, each of
+    which redis-py would have introduced by reading its own package metadata."""
+    import redis.asyncio as aioredis
+    from redis import utils as redis_utils
+
     from flet_resilient import RedisStore
+
+    def metadata_read() -> str:
+        raise AssertionError("redis-py read its package metadata for a connection")
 
     async with RedisServer() as redis:
         store = RedisStore(redis.url, timeout=5)
+        observer = aioredis.Redis.from_url(redis.url)
+        await observer.ping()
+        monkeypatch.setattr(redis_utils, "get_lib_version", metadata_read)
         writes = [store.write(f"user {n}", b"state", 1, 60) for n in range(300)]
         assert all(await asyncio.gather(*writes))
         reads = await asyncio.gather(*(store.read(f"user {n}") for n in range(300)))
         assert reads == [(1, b"state")] * 300
+        opened = len(await observer.client_list()) - 1  # not the observer's own
+        await observer.aclose()
+        assert 1 <= opened <= 16
