@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import anyio
 from flet.messaging.session import Session
 
-from flet_resilient import _flet, durable, persist
+from flet_resilient import _flet, durable, persist, rebalance
 from flet_resilient.checks import check_positive, check_seconds
 from flet_resilient.metrics import Histogram, count
 
@@ -58,6 +58,7 @@ async def drain(
     check_seconds("timeout", timeout)
     check_positive("pace", pace, expected="sockets per second > 0", optional=True)
     started = time.perf_counter()
+    await rebalance.leave()
     sessions = persist.bound_sessions()
     outcomes: Counter[str] = Counter()
     with anyio.move_on_after(timeout):

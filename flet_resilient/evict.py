@@ -26,6 +26,7 @@ from flet.controls.page import Page
 from flet.messaging.session import Session
 
 from flet_resilient import _flet, gcfreeze, memory, persist, recycle
+from flet_resilient import rebalance as rebalancing
 from flet_resilient.background import spawn
 from flet_resilient.checks import check_bool, check_positive, check_seconds
 from flet_resilient.codec import decode_state, encode_state
@@ -40,7 +41,7 @@ from flet_resilient.switch import disabled
 
 __all__ = ["EVICTION_REASONS", "app_state", "evict_idle", "save_state"]
 
-Reason = Literal["idle", "disconnected", "lru", "budget"]
+Reason = Literal["idle", "disconnected", "lru", "budget", "rebalance"]
 EVICTION_REASONS: tuple[Reason, ...] = get_args(Reason)
 """Why a session is evicted; each is counted as `evict.<reason>`."""
 
@@ -137,6 +138,11 @@ class _Tracker:
 
     def forget(self, session: Session) -> None:
         self.cache.pop(session, None)
+
+    def send_away(self, session: Session) -> None:
+        """Evict a connected session so its user reconnects to another worker."""
+        self.forget(session)
+        spawn(self._evict(session, "rebalance"))
 
     async def _sweep(self) -> None:
         while self.cache:
@@ -247,6 +253,7 @@ async def app_state(page: Page) -> Any:
         try:
             state, version = decode_state(tracker.state_factory, record[1]), record[0]
             _count_restore(session)
+            rebalancing.arrived(token)
             rehydrate_latency.record((time.perf_counter() - started) * 1000)
         except Exception:
             logger.exception("stored state of a returning user could not be read")
@@ -296,6 +303,7 @@ def evict_idle(
     recycle_idle_rss: int | None = None,
     name: str | None = None,
     freeze_gc: bool = True,
+    rebalance: bool = True,
 ) -> Callable[[Main], Main]:
     """Decorate `main(page)` so idle and disconnected sessions free their memory
     and app state outlives its session and its worker.
@@ -339,6 +347,10 @@ def evict_idle(
         freeze_gc: after page builds and events, move what survived out of the
             garbage collector's view, so its full passes stop pausing the loop
             for every live page (process-wide; see `flet_resilient.gcfreeze`).
+        rebalance: with a shared store, a worker holding more than its share
+            of the fleet's users (after a deploy: the worker restarted last
+            starts empty) sends its least recently active ones to reconnect
+            elsewhere, a few at a time (see `flet_resilient.rebalance`).
     """
     if callable(idle_ttl):
         raise TypeError("use @evict_idle() or @evict_idle(idle_ttl=...)")
@@ -367,19 +379,25 @@ def evict_idle(
     recycler = recycle.Recycler.configure(recycle_after, recycle_rss, recycle_idle_rss)
     recycler.live_bytes = _live_bytes
     check_bool("freeze_gc", freeze_gc)
+    check_bool("rebalance", rebalance)
     if freeze_gc and not disabled():
         gcfreeze.enable()
 
     def decorate(main: Main) -> Main:
         identity = Identity(secret, app=name or _app_name(main))
         policy = persist.SavePolicy(durable, identity, state_ttl, save_delay)
-        return _tracked(main, _Tracker(options, policy), recycler)
+        return _tracked(main, _Tracker(options, policy), recycler, rebalance)
 
     return decorate
 
 
-def _tracked(main: Main, tracker: _Tracker, recycler: recycle.Recycler) -> Main:
-    """`main` whose sessions `tracker` evicts (and `recycler` counts)."""
+def _tracked(
+    main: Main, tracker: _Tracker, recycler: recycle.Recycler, rebalance: bool
+) -> Main:
+    """`main` whose sessions `tracker` evicts (and `recycler` counts, and, with
+    `rebalance` and a shared store, the fleet may move)."""
+    if rebalance and tracker.policy.store.shared and not disabled():
+        rebalancing.enable(tracker.policy, tracker.send_away)
 
     def install(page: Page) -> None:
         _trackers[page.session] = tracker  # app_state works even when disabled

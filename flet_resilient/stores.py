@@ -197,6 +197,27 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+_REPORT_LOAD = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ms)
+local fresh = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local load, at = string.match(all[i + 1], '(%d+):(%d+)')
+  if ms - tonumber(at) > tonumber(ARGV[3]) then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    table.insert(fresh, all[i])
+    table.insert(fresh, load)
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3] * 10)
+return fresh
+"""
+"""Record one worker's load, drop those not reported within ARGV[3] ms (by
+Redis's clock, so workers' clocks need not agree), return the others."""
+
 
 MAX_CONNECTIONS = 16
 """Redis connections one RedisStore opens at most. Redis runs commands one at
@@ -255,6 +276,7 @@ class RedisStore:
         self.timeout = timeout
         self._client: Any = redis.Redis(connection_pool=pool)
         self._write_script = self._client.register_script(_WRITE_IF_NEWER)
+        self._load_script = self._client.register_script(_REPORT_LOAD)
         self.prefix = prefix
 
     async def read(self, key: str) -> Record | None:
@@ -270,6 +292,22 @@ class RedisStore:
 
     async def delete(self, key: str) -> None:
         await responsive_timeout(self._client.delete(self.prefix + key), self.timeout)
+
+    async def report_load(
+        self, worker: str, sessions: int, stale_after: float
+    ) -> dict[str, int]:
+        """Record `worker`'s connected sessions; every worker's that reported
+        within `stale_after` s (for `flet_resilient.rebalance`)."""
+        args: list[str | int] = [worker, sessions, max(1, int(stale_after * 1000))]
+        reply = self._load_script(keys=[self.prefix + "fleet"], args=args)
+        flat = await responsive_timeout(reply, self.timeout)
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        return {bytes(worker).decode(): int(load) for worker, load in pairs}
+
+    async def leave_fleet(self, worker: str) -> None:
+        """`worker` is going (draining): no longer a place to send users."""
+        reply = self._client.hdel(self.prefix + "fleet", worker)
+        await responsive_timeout(reply, self.timeout)
 
 
 def default_state_dir() -> Path:

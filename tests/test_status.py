@@ -80,7 +80,7 @@ async def test_data_has_every_signal_and_no_session_id():
     assert after["window_s"] >= 1  # the second snapshot is a second newer at least
     assert after["traffic"]["patches_per_s"] == pytest.approx(sent / after["window_s"])
     assert after["backlog"]["sockets"] == 1
-    reasons = {"idle", "disconnected", "lru", "budget"}
+    reasons = {"idle", "disconnected", "lru", "budget", "rebalance"}
     assert set(after["evictions"]["by_reason"]) == reasons
     assert set(after["store"]) == {
         *("present", "healthy", "kept_writes", "latency_p99_ms"),

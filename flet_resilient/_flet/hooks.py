@@ -196,6 +196,16 @@ def session_main(session: Session) -> Any:
     return data.main if data is not None else None
 
 
+startup_hooks: list[Callable[[], object]] = []
+
+
+def on_startup(hook: Callable[[], object]) -> None:
+    """Call `hook()` on the server's loop when it starts (ASGI lifespan
+    startup), after Flet's own start, before any client connects."""
+    if hook not in startup_hooks:
+        startup_hooks.append(hook)
+
+
 shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
 
 

@@ -41,6 +41,7 @@ from flet_resilient._flet.hooks import (
     run_socket_hooks,
     shutdown_hooks,
     sink_of,
+    startup_hooks,
 )
 from flet_resilient._flet.inbound import GuardedSocket, flet_failed, screen
 from flet_resilient._flet.outbound import ORDERED_ACTIONS, QuietMessage, transport_log
@@ -109,6 +110,16 @@ def _fastapi_init(self: FletFastAPI, *args: Any, **kwargs: Any) -> None:
     """Flet's FastAPI app, plus the browser-binding cookie middleware."""
     stock["FastAPI.__init__"](self, *args, **kwargs)
     self.add_middleware(BindingCookie)
+
+
+async def _start(self: FletAppManager) -> None:
+    """Flet's own start, then the startup hooks (e.g. the fleet's reports)."""
+    await stock["FletAppManager.start"](self)
+    for hook in list(startup_hooks):
+        try:
+            hook()
+        except Exception:
+            logger.exception("startup hook %r failed", hook)
 
 
 async def _shutdown(self: FletAppManager) -> None:
@@ -335,6 +346,7 @@ WRAPPERS: tuple[tuple[type, str, Callable[..., Any]], ...] = (
     (FletApp, "_FletApp__receive_loop", _receive_loop),
     (FletApp, "_FletApp__on_message", _screened_message),
     (FletApp, "_FletApp__get_unique_session_id", _unique_session_id),
+    (FletAppManager, "start", _start),
     (FletAppManager, "shutdown", _shutdown),
     (FletFastAPI, "__init__", _fastapi_init),
     (Session, "close", _close),
