@@ -186,7 +186,8 @@ class _Tracker:
                 logger.exception("on_evict hook failed for session %s", tag)
         page = session.page
         recycle.session_evicted(estimated_bytes(session))
-        await _flet.end_session(session)
+        # A user moved to another worker is sent away as by a drain.
+        await _flet.end_session(session, 1012 if reason == "rebalance" else 1000)
         _flet.dismantle(page)  # freed now by refcounting, not at the next gc
         if self.release_memory:
             memory.trim_soon()

@@ -135,15 +135,16 @@ async def close_session(session: Session) -> None:
             return
 
 
-async def end_session(session: Session) -> None:
-    """Close a session and its socket; the client reconnects to a fresh one."""
+async def end_session(session: Session, code: int = 1000) -> None:
+    """Close a session and its socket (with `code`; 1012: "service restart",
+    as a drain does); the client reconnects to a fresh one."""
     connection = session.connection
     websocket = None
     if connection is not None:
         websocket = private(connection, "_FletApp__websocket")
     await close_session(session)
     if websocket is not None:
-        spawn(websocket.close(), quiet=True)
+        spawn(websocket.close(code=code), quiet=True)
 
 
 def dismantle(page: Page) -> None:

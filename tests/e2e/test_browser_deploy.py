@@ -24,6 +24,7 @@ from flutter_browser import VIEWPORT, open_app, settled_screenshot
 from playwright.async_api import Locator, Page, expect
 
 from flet_resilient.cluster import Cluster, missing_program
+from flet_resilient.testing import FletClient, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "tests" / "apps"
@@ -42,22 +43,23 @@ def texts(page: Page) -> Locator:
     return page.locator("flt-semantics > span")
 
 
+def deploy_cluster(env: dict[str, str]) -> Cluster:
+    """Two workers of the deploy app; they import this checkout's
+    flet_resilient, not another one."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return Cluster(
+        "deploy_app:create_app", cwd=APPS, workers=2, env={"PYTHONPATH": path, **env}
+    )
+
+
 def one_of(pids: set[int]) -> re.Pattern[str]:
     return re.compile("^(" + "|".join(map(str, sorted(pids))) + ")$")
 
 
 @pytest.mark.parametrize("resilient", [True, False], ids=["resilient", "plain"])
 async def test_rolling_restart_keeps_the_form(browser, tmp_path, resilient):
-    env = {
-        # The workers import this checkout's flet_resilient, not another one.
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
-        ),
-        "FLET_RESILIENT_DISABLE": "0" if resilient else "1",
-    }
-    async with Cluster(
-        "deploy_app:create_app", cwd=APPS, workers=2, env=env
-    ) as cluster:
+    env = {"FLET_RESILIENT_DISABLE": "0" if resilient else "1"}
+    async with deploy_cluster(env) as cluster:
         context = await browser.new_context(viewport=VIEWPORT)
         page = await open_app(context, cluster.url, "+1")
         before = {worker.pid for worker in cluster.workers}
@@ -87,4 +89,41 @@ async def test_rolling_restart_keeps_the_form(browser, tmp_path, resilient):
         await note.focus()
         await expect(note).to_have_value(shown[1])
         await settled_screenshot(page, tmp_path / "after_rolling_restart.png")
+        await context.close()
+
+
+async def test_a_user_moved_by_rebalancing_reconnects_with_the_form(browser, tmp_path):
+    """The browser's worker gets 20 more users at once (as after a restart) and
+    sends the least recently active, this browser first, to reconnect: the
+    Flutter client does so by itself and the form is back."""
+    async with deploy_cluster({}) as cluster:
+        context = await browser.new_context(viewport=VIEWPORT)
+        page = await open_app(context, cluster.url, "+1")
+        frames: list[object] = []  # received on a socket opened after the first
+        page.on(
+            "websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(f))
+        )
+        pid, count, note = (
+            texts(page).nth(0),
+            texts(page).nth(1),
+            page.get_by_role("textbox"),
+        )
+        await expect(pid).to_have_text(one_of({w.pid for w in cluster.workers}))
+        await note.click()
+        await page.keyboard.type(NOTE)
+        await page.get_by_role("button", name="+1", exact=True).click()
+        await expect(count).to_have_text("1", timeout=BACK_MS)
+        serving = await pid.inner_text()
+        crowded = next(w for w in cluster.workers if str(w.pid) == serving)
+        others = [await FletClient(crowded.ws_url).connect() for _ in range(20)]
+        for other in others:  # each more recently active than the browser
+            await other.click("inc")
+            await other.wait_for(lambda o=other: o.value("count") == "1")
+        await wait_until(lambda: frames, timeout=BACK_MS / 1000)  # moved: a new page
+        await expect(count).to_have_text("1", timeout=BACK_MS)
+        await settled_screenshot(page, tmp_path / "after_move.png")  # redrawn
+        await note.focus()
+        await expect(note).to_have_value(NOTE)
+        for other in others:
+            await other.close()
         await context.close()
