@@ -6,12 +6,12 @@ fleet serves on fewer cores than it has, and a crash of the busiest worker
 sends all its users to another at once. With a shared store each worker
 reports its connected sessions every `REPORT_EVERY_S` and reads the others'.
 One holding more than the even share by `MIN_EXCESS` sessions (and by
-`SLACK` of the share) in two reports in a row sends its least recently
-active users away, at most `MOVES_PER_REPORT` a time: each is evicted (state
-saved, socket closed) and its client reconnects through the load balancer to
-a worker that restores it. If the users sent away keep coming back (a
-balancer that pins them, e.g. with sticky cookies), moving pauses for
-`PAUSE_S`. A draining worker leaves the fleet first.
+`SLACK` of the share) in two reports in a row, with no users arriving,
+sends its least recently active users away, at most `MOVES_PER_REPORT` a
+time: each is evicted (state saved, socket closed) and its client reconnects
+through the load balancer to a worker that restores it. If the users sent
+away keep coming back (a balancer that pins them, e.g. with sticky cookies),
+moving pauses for `PAUSE_S`. A draining worker leaves the fleet first.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ PAUSE_SHARE = 0.8
 """Moving pauses once PAUSE_SHARE of at least PAUSE_AFTER users sent away
 came back (round robin over N workers brings back about 1/N)."""
 PAUSE_S = 600.0
+ARRIVING = 5
+"""More users than this came since the last report: they are still arriving
+(a ramp, a herd), and the other workers' older reports undercount theirs."""
 
 
 @runtime_checkable
@@ -95,6 +98,7 @@ class _Fleet:
     paused_until: float = -math.inf
     leaving: bool = False
     wanted: bool = False  # the last report found an excess too
+    last_here: int = 0
 
 
 _fleet = _Fleet()
@@ -171,9 +175,12 @@ async def _report() -> None:
     assert _fleet.reporter is not None
     _fleet.loads = await _fleet.reporter.report_load(_worker(), here, STALE_AFTER_S)
     moves = moves_for(here, list(_fleet.loads.values()))
-    # Two reports in a row: a crashed worker is still in the first one after
-    # its users arrived here, and they must not be sent back to it.
-    confirmed, _fleet.wanted = _fleet.wanted, moves > 0
+    # Two reports in a row (a crashed worker is still in the first one after
+    # its users arrived here: they must not be sent back to it), and nobody
+    # arriving since the last one.
+    steady = here <= _fleet.last_here + ARRIVING
+    confirmed = _fleet.wanted and steady
+    _fleet.wanted, _fleet.last_here = moves > 0, here
     if moves and confirmed and time.monotonic() >= _fleet.paused_until:
         _send_away(_movable()[:moves], here)
 

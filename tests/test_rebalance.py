@@ -123,6 +123,24 @@ async def test_the_survivor_of_a_crash_keeps_the_users_it_took_over():
 
 
 @needs_cluster
+async def test_users_still_arriving_evenly_are_not_moved():
+    """While users keep arriving (a ramp, the load test's steps) each worker's
+    report is older than the other's count: no excess is real, none moves."""
+    async with Cluster("deploy_app:create_app", cwd=APPS, workers=2) as cluster:
+        clients: list[FletClient] = []
+        for _ in range(30):  # 300 users through round robin, ~50 a second
+            batch = (FletClient(cluster.ws_url).connect() for _ in range(10))
+            clients += await asyncio.gather(*batch)
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(3 * rebalance.REPORT_EVERY_S)  # the reports to come
+        closed = sum(c.closed.is_set() for c in clients)
+        log = log_of(cluster.workers[0]) + log_of(cluster.workers[1])
+        await asyncio.gather(*(c.close() for c in clients))
+    assert closed == 0
+    assert "rebalancing" not in log
+
+
+@needs_cluster
 async def test_a_balancer_that_pins_users_pauses_the_moving():
     async with Cluster(
         "deploy_app:create_app", cwd=APPS, workers=2, sticky=True
