@@ -8,10 +8,10 @@ client events), one full pass collects the garbage among the objects made
 since the last freeze (the others are out of its view, so it is short) and
 what survived is moved out of the collector's view (`gc.freeze()`): each
 object is examined about once instead of at every pass. Until that freeze,
-automatic collections are held off (its pass does their work once). Frozen objects are
-still freed by reference counting (evicted sessions are dismantled for that);
-a frozen cycle that becomes garbage later is reclaimed only when its worker is
-recycled (`evict_idle(recycle_idle_rss=...)`).
+automatic collections are held off (its pass does their work once). Frozen
+objects are still freed by reference counting (evicted sessions are dismantled
+for that); a frozen cycle that becomes garbage later is reclaimed only when its
+worker is recycled (`evict_idle(recycle_idle_rss=...)`).
 """
 
 from __future__ import annotations

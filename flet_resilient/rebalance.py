@@ -85,9 +85,9 @@ def moves_for(here: int, loads: Sequence[int]) -> int:
 class _Fleet:
     """This process's movers (one per app) and what moving has done."""
 
-    movers: list[tuple[persist.SavePolicy, Callable[[Session], None]]] = field(
-        default_factory=list
-    )
+    movers: dict[persist.SavePolicy, Callable[[Session], None]] = field(
+        default_factory=dict
+    )  # each app's save policy -> how to send one of its sessions away
     reporter: LoadReporting | None = None
     loads: dict[str, int] = field(default_factory=dict)
     moved: TTLCache[str, bool] = field(  # token -> came back, for RETURN_WINDOW_S
@@ -117,7 +117,7 @@ def enable(policy: persist.SavePolicy, send_away: Callable[[Session], None]) -> 
         )
         return
     _fleet.reporter = _fleet.reporter or store
-    _fleet.movers.append((policy, send_away))
+    _fleet.movers[policy] = send_away
 
 
 def arrived(token: str) -> None:
@@ -185,39 +185,35 @@ async def _report() -> None:
         _send_away(_movable()[:moves], here)
 
 
-def _movable() -> list[Session]:
+def _movable() -> list[tuple[persist.Bound, Session]]:
     """Connected sessions whose state another worker can restore, least
     recently active first."""
-    ours = {id(policy) for policy, _ in _fleet.movers}
     found = []
     for session in persist.bound_sessions():
         state = persist.bound(session)
-        if state is None or id(state.policy) not in ours or state.provisional:
+        if state is None or state.policy not in _fleet.movers or state.provisional:
             continue
         if state.token in _fleet.moved:
             continue  # moved lately: not again
         if _flet.is_connected(session):
-            found.append((state.version, session))
-    found.sort(key=lambda pair: pair[0])
-    return [session for _, session in found]
+            found.append((state, session))
+    found.sort(key=lambda pair: pair[0].version)
+    return found
 
 
-def _send_away(sessions: list[Session], here: int) -> None:
-    senders = {id(policy): send for policy, send in _fleet.movers}
-    for session in sessions:
-        state = persist.bound(session)
-        assert state is not None
+def _send_away(movable: list[tuple[persist.Bound, Session]], here: int) -> None:
+    for state, session in movable:
         _fleet.moved[state.token] = False
-        senders[id(state.policy)](session)
-    _fleet.sent += len(sessions)
-    count("rebalance.sent", len(sessions))
+        _fleet.movers[state.policy](session)
+    _fleet.sent += len(movable)
+    count("rebalance.sent", len(movable))
     logger.warning(
         "rebalancing: %d of the fleet's %d users are here (%d workers); "
         "sending %d to reconnect elsewhere",
         here,
         sum(_fleet.loads.values()),
         len(_fleet.loads),
-        len(sessions),
+        len(movable),
     )
 
 
@@ -226,7 +222,8 @@ def _worker() -> str:
 
 
 def _section() -> dict[str, Any]:
-    """`stats()['rebalance']`: the fleet's loads as last read, moves so far."""
+    """`stats()['rebalance']`: whether it is on, the fleet's loads as last
+    read, whether moving is paused (the moves are counted as rebalance.sent)."""
     return {
         "enabled": bool(_fleet.movers),
         "fleet": dict(_fleet.loads),

@@ -278,6 +278,7 @@ class RedisStore:
         self._write_script = self._client.register_script(_WRITE_IF_NEWER)
         self._load_script = self._client.register_script(_REPORT_LOAD)
         self.prefix = prefix
+        self._fleet_key = prefix + "fleet"  # the workers' loads (a hash)
 
     async def read(self, key: str) -> Record | None:
         reply = self._client.hmget(self.prefix + key, "v", "d")
@@ -299,14 +300,14 @@ class RedisStore:
         """Record `worker`'s connected sessions; every worker's that reported
         within `stale_after` s (for `flet_resilient.rebalance`)."""
         args: list[str | int] = [worker, sessions, max(1, int(stale_after * 1000))]
-        reply = self._load_script(keys=[self.prefix + "fleet"], args=args)
+        reply = self._load_script(keys=[self._fleet_key], args=args)
         flat = await responsive_timeout(reply, self.timeout)
         pairs = zip(flat[::2], flat[1::2], strict=True)
-        return {bytes(worker).decode(): int(load) for worker, load in pairs}
+        return {bytes(name).decode(): int(load) for name, load in pairs}
 
     async def leave_fleet(self, worker: str) -> None:
         """`worker` is going (draining): no longer a place to send users."""
-        reply = self._client.hdel(self.prefix + "fleet", worker)
+        reply = self._client.hdel(self._fleet_key, worker)
         await responsive_timeout(reply, self.timeout)
 
 
