@@ -30,7 +30,8 @@ from flet_resilient.metrics import Histogram, count, register_section
 __all__ = ["FREEZE_DELAY_S", "enable", "enabled", "full_pauses", "unfreeze"]
 
 FREEZE_DELAY_S = 0.25
-"""A freeze follows the first build or event after the last one by this much:
+"""A freeze follows the first build or event after the last one by this much
+(and every build that ends later, so none is left unfrozen behind a burst):
 a burst of new sessions costs one per quarter second, and the pass before it
 covers only what that quarter second made (a full second of page builds, ten
 800-control consoles, took the pass ~0.2 s in bench_capacity)."""
@@ -50,7 +51,8 @@ had switched them off itself)."""
 
 def enable() -> None:
     """Freeze surviving objects after page builds and events, from now on."""
-    _flet.on_session("created", _freeze_soon)
+    _flet.on_session("created", _freeze_soon)  # holds the collector off
+    _flet.on_session("built", _freeze_soon)  # a build outlasting the delay
     _flet.on_session("handled", _freeze_soon)
     if _time_collection not in gc.callbacks:
         gc.callbacks.append(_time_collection)

@@ -130,3 +130,23 @@ async def test_a_server_stopped_before_its_freeze_leaves_the_collector_on(monkey
         assert not gc.isenabled()
         await user.close()
     assert gc.isenabled()
+
+
+async def test_a_page_built_after_the_freeze_delay_is_frozen_too():
+    """A build that ends later than the freeze its session's arrival scheduled
+    (a slow main, or a burst of arrivals queued on the loop) is followed by a
+    freeze of its own: left unfrozen, its controls made every later pass long
+    (a 70-90 ms stall in the capacity ramp)."""
+    texts: list[weakref.ref] = []
+
+    async def slow_main(page: ft.Page) -> None:
+        await asyncio.sleep(gcfreeze.FREEZE_DELAY_S * 3)
+        built = [ft.Text(f"row {i}") for i in range(ROWS)]
+        texts.extend(map(weakref.ref, built))
+        page.add(ft.Column(built), ft.Text("ready", key="ready"))
+
+    main = evict_idle(store=MemoryStore(), secret_key="test-secret")(slow_main)
+    async with FletServer(main) as server:
+        user = await visit(server)
+        await wait_until(lambda: collector_sees(texts) == 0, timeout=10)
+        await user.close()

@@ -22,10 +22,11 @@ logger = logging.getLogger("flet_resilient")
 
 
 SessionEvent = Literal[
-    "created", "activity", "handled", "attached", "disconnected", "closed"
+    "created", "built", "activity", "handled", "attached", "disconnected", "closed"
 ]
 _session_hooks: dict[str, list[Callable[[Session], None]]] = {
     "created": [],
+    "built": [],
     "activity": [],
     "handled": [],
     "attached": [],
@@ -36,7 +37,8 @@ _session_hooks: dict[str, list[Callable[[Session], None]]] = {
 
 def on_session(event: SessionEvent, hook: Callable[[Session], None]) -> None:
     """Call `hook(session)` (on the loop) when Flet has made it for a client
-    ("created", before its `main` runs, even if it never does), when its
+    ("created", before its `main` runs, even if it never does), when its page
+    is built (`main` and the update after it ended, "built"), when its
     client sends an event or a property change ("activity"), when the handler
     of a client event has ended ("handled"), when it is re-attached to a
     socket, loses its socket, or is closed by Flet (expiry or eviction)."""

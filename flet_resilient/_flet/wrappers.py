@@ -164,6 +164,17 @@ async def _send_loop(self: FletApp) -> None:
         raise
 
 
+async def _build_page(self: FletApp) -> None:
+    """Flet's page build (the app's `main`, then the update after it); then
+    the "built" hooks, even if `main` raised."""
+    try:
+        await stock["FletApp._FletApp__on_session_created"](self)
+    finally:
+        session = self._FletApp__session
+        if session is not None:
+            run_hooks("built", session)
+
+
 async def _receive_loop(self: FletApp) -> None:
     """Flet's receive loop; a socket that never registered stops its send loop."""
     await stock["FletApp._FletApp__receive_loop"](self)
@@ -345,6 +356,7 @@ WRAPPERS: tuple[tuple[type, str, Callable[..., Any]], ...] = (
     (FletApp, "_FletApp__send_loop", _send_loop),
     (FletApp, "_FletApp__receive_loop", _receive_loop),
     (FletApp, "_FletApp__on_message", _screened_message),
+    (FletApp, "_FletApp__on_session_created", _build_page),
     (FletApp, "_FletApp__get_unique_session_id", _unique_session_id),
     (FletAppManager, "start", _start),
     (FletAppManager, "shutdown", _shutdown),
