@@ -9,6 +9,7 @@ one, whatever the order in which several workers' writes arrive.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -17,6 +18,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,8 +99,11 @@ class DiskStore:
 
     Writes hold an advisory lock on the directory (so workers on one machine
     compare versions atomically) and land by atomic rename; I/O runs in
-    threads. Expired records and abandoned `.tmp` files are removed by a scan
-    at most every `purge_interval` seconds (run along with a write).
+    threads. Writes that arrive while one is on disk go together, in one
+    thread and under one lock (a thread and a lock each had cost 0.4 ms of CPU
+    a write when many sessions saved at once). Expired records and abandoned
+    `.tmp` files are removed by a scan at most every `purge_interval` seconds
+    (run along with a write).
     """
 
     shared = False
@@ -109,6 +114,8 @@ class DiskStore:
         self.path = Path(path)
         self.purge_interval = purge_interval
         self._purged_at = time.monotonic()
+        self._waiting: dict[asyncio.AbstractEventLoop, list[_Write]] = {}
+        self._writers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 
     def _file(self, key: str) -> Path:
         return self.path / hashlib.sha256(key.encode()).hexdigest()
@@ -118,9 +125,14 @@ class DiskStore:
 
     async def write(self, key: str, value: bytes, version: int, ttl: float) -> bool:
         record = msgpack.packb([time.time() + ttl, version, value])
-        written = await anyio.to_thread.run_sync(
-            self._write_if_newer, self._file(key), version, record
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        self._waiting.setdefault(loop, []).append(
+            _Write(self._file(key), version, record, done)
         )
+        if loop not in self._writers:
+            self._writers[loop] = loop.create_task(self._write_waiting(loop))
+        written = await done
         if time.monotonic() - self._purged_at > self.purge_interval:
             self._purged_at = time.monotonic()
             await anyio.to_thread.run_sync(self.purge)
@@ -128,6 +140,33 @@ class DiskStore:
 
     async def delete(self, key: str) -> None:
         await anyio.to_thread.run_sync(self._remove, self._file(key))
+
+    async def _write_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write what waits on `loop`, batch after batch, until nothing does."""
+        batch: list[_Write] = []
+        try:
+            while batch := self._waiting.pop(loop, []):
+                try:
+                    results = await anyio.to_thread.run_sync(self._write_batch, batch)
+                except Exception as exc:  # e.g. the lock cannot be taken
+                    results = [exc] * len(batch)
+                for write, result in zip(batch, results, strict=True):
+                    write.settle(result)
+        finally:
+            del self._writers[loop]
+            for write in batch + self._waiting.pop(loop, []):
+                write.done.cancel()  # this task was cancelled (its loop ends)
+
+    def _write_batch(self, batch: list[_Write]) -> list[bool | Exception]:
+        """Each write if newer (or the error that stopped it), under one lock."""
+        results: list[bool | Exception] = []
+        with self._locked():
+            for write in batch:
+                try:
+                    results.append(self._write_if_newer(write))
+                except OSError as exc:
+                    results.append(exc)
+        return results
 
     def purge(self) -> int:
         """Remove expired or unreadable records and stale `.tmp` files."""
@@ -157,17 +196,18 @@ class DiskStore:
             return None
         return int(version), bytes(value)
 
-    def _write_if_newer(self, file: Path, version: int, record: bytes) -> bool:
-        with self._locked():
-            if not _newer(version, self._read(file)):
-                return False
-            temporary = file.with_name(f"{file.name}.{os.getpid()}.tmp")
-            try:
-                temporary.write_bytes(record)
-                os.replace(temporary, file)
-            finally:
-                self._remove(temporary)
-            return True
+    def _write_if_newer(self, write: _Write) -> bool:
+        """Under the lock: land `write` by rename if it is newer than the file."""
+        if not _newer(write.version, self._read(write.file)):
+            return False
+        temporary = write.file.with_name(f"{write.file.name}.{os.getpid()}.tmp")
+        try:
+            temporary.write_bytes(write.record)
+            os.replace(temporary, write.file)
+        except OSError:
+            self._remove(temporary)
+            raise
+        return True
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -180,6 +220,25 @@ class DiskStore:
     def _remove(file: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             file.unlink()
+
+
+@dataclass
+class _Write:
+    """One write waiting for its batch, and its caller's answer."""
+
+    file: Path
+    version: int
+    record: bytes
+    done: asyncio.Future[bool]
+
+    def settle(self, result: bool | Exception) -> None:
+        """Answer the caller (unless it stopped waiting, e.g. timed out)."""
+        if self.done.done():
+            return
+        if isinstance(result, Exception):
+            self.done.set_exception(result)
+        else:
+            self.done.set_result(result)
 
 
 def _age(file: Path) -> float:
