@@ -599,6 +599,15 @@ def _holds(predicate: Callable[[], Any]) -> bool:
         return False
 
 
+def _index_paths(node: list[Any], prefix: list[Any], paths: dict[int, Any]) -> None:
+    """Each node id of a patch's path tree -> its path (a function of its own:
+    a nested one calling itself is a cycle, garbage only a collection frees)."""
+    paths[node[0]] = prefix
+    if len(node) > 1:
+        for part, child in node[1].items():
+            _index_paths(child, [*prefix, part], paths)
+
+
 def apply_patch(
     root: dict[str, Any],
     patch: list[Any],
@@ -611,14 +620,7 @@ def apply_patch(
     or replaced, so a mirror's id index holds only what is on the page.
     """
     paths: dict[int, list[Any]] = {}
-
-    def walk(node: list[Any], prefix: list[Any]) -> None:
-        paths[node[0]] = prefix
-        if len(node) > 1:
-            for part, child in node[1].items():
-                walk(child, [*prefix, part])
-
-    walk(patch[0], [])
+    _index_paths(patch[0], [], paths)
 
     def target(node: int) -> Any:
         obj: Any = root
