@@ -336,3 +336,24 @@ def test_the_generators_users_leave_its_collectors_view():
         assert not any(id(obj) in watched for obj in gc.get_objects())
     finally:
         gc.unfreeze()
+
+
+def test_a_window_starts_at_the_steady_click_rate() -> None:
+    """After the shortest wait, every clicker's first wait is what is left of
+    a wait already under way, so clicks do not bunch up in the window's first
+    seconds (every user's first click inside 0.5-1.5 s made the rate there
+    1.5x the steady one)."""
+    import random
+
+    from flet_resilient.loadtest.scenarios import THINK, first_wait
+
+    rng = random.Random(1)
+    users, bins = 20_000, [0] * 12  # quarter seconds of a 3 s start
+    for _ in range(users):
+        at = first_wait(rng)
+        while at < 3.0:
+            bins[int(at * 4)] += 1
+            at += rng.uniform(*THINK)
+    steady = users / 4  # clicks a quarter second: one a second each
+    assert bins[:2] == [0, 0]  # the start settles first
+    assert all(abs(n - steady) < 0.05 * steady for n in bins[2:]), bins

@@ -88,10 +88,13 @@ async def test_users_of_an_overloaded_worker_move_to_the_other_with_their_state(
         crowded, empty = cluster.workers
         users = await users_on(crowded.ws_url, cluster.ws_url)  # as after a deploy
         try:
-            await wait_until(
-                lambda: sum(u.pid() == str(empty.pid) for u in users) >= 10,
-                timeout=30,
-            )
+            moved = lambda: sum(u.pid() == str(empty.pid) for u in users)  # noqa: E731
+            try:
+                await wait_until(lambda: moved() >= 10, timeout=30)
+            except TimeoutError:
+                tail = log_of(crowded)[-3000:]
+                message = f"{moved()} moved; crowded's log:\n{tail}"
+                raise AssertionError(message) from None
             await wait_until(lambda: all(u.shows_its_count() for u in users), 30)
             on_crowded = sum(u.pid() == str(crowded.pid) for u in users)
             log = log_of(crowded)

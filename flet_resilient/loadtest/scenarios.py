@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import random
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from flet_resilient.loadtest.model import ModeResult, Plan, Reconnect, Sample, n
 from flet_resilient.testing import Action, FletClient
 
 OFFLINE_S = (0.2, 2.0)  # flaky: how long a user stays away before reconnecting
+THINK = (0.5, 1.5)  # a clicker's wait between clicks, times --think
 CONNECT_TIMEOUT = 30.0  # one user's connect + register
 
 
@@ -183,6 +185,20 @@ async def prepare(plan: Plan, users: list[User]) -> None:
     await asyncio.gather(*(ready(u) for u in users))
 
 
+def first_wait(rng: random.Random) -> float:
+    """The wait before a clicker's first click of the window (times --think):
+    the shortest wait (the window's start settles meanwhile: the stats
+    snapshot before it pauses a big server for tens of milliseconds), then
+    what is left of the wait of a user who had been clicking all along (a
+    wait as likely as it is long, cut at random). Clicks then come at the
+    steady rate at once, not with every user's first click between 0.5 and
+    1.5 s, half as many again as the steady rate there (a queue the server
+    was then measured by)."""
+    low, high = THINK
+    wait = math.sqrt(rng.uniform(low * low, high * high))
+    return low + rng.uniform(0, wait)
+
+
 async def clicker(
     user: User, plan: Plan, result: ModeResult, start: float, deadline: float
 ) -> None:
@@ -191,8 +207,10 @@ async def clicker(
     key = plan.heavy_key if heavy else plan.click_key
     assert key is not None
     samples = result.heavy if heavy else result.bystander
+    wait = first_wait(user.rng)
     while True:
-        await asyncio.sleep(user.rng.uniform(0.5, 1.5) * plan.think)
+        await asyncio.sleep(wait * plan.think)
+        wait = user.rng.uniform(*THINK)
         if time.monotonic() >= deadline:
             return
         clicked = time.monotonic()
