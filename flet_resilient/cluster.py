@@ -454,6 +454,12 @@ class Worker(_Process, LoopbackEndpoint):
         return took
 
 
+MAX_CONNECTIONS = 10_000
+"""HAProxy's cap on open client connections: each user holds a WebSocket
+(4,096 stopped the capacity ramp's two workers at 4,096 users); HAProxy
+raises its own file limit to match (two descriptors a connection)."""
+
+
 class LoadBalancer(_Service, LoopbackEndpoint):
     """HAProxy on 127.0.0.1 in front of backend ports, as in production.
 
@@ -504,7 +510,7 @@ class LoadBalancer(_Service, LoopbackEndpoint):
         )
         return f"""\
 global
-    maxconn 4096
+    maxconn {MAX_CONNECTIONS}
     nbthread 1
     stats socket {self.socket_path} mode 600 level admin
 
