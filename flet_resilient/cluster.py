@@ -23,6 +23,7 @@ import contextlib
 import csv
 import http.client
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -455,9 +456,18 @@ class Worker(_Process, LoopbackEndpoint):
 
 
 MAX_CONNECTIONS = 10_000
-"""HAProxy's cap on open client connections: each user holds a WebSocket
-(4,096 stopped the capacity ramp's two workers at 4,096 users); HAProxy
-raises its own file limit to match (two descriptors a connection)."""
+"""HAProxy's cap on open client connections, at most: each user holds a
+WebSocket (4,096 stopped the capacity ramp's two workers at 4,096 users)."""
+
+
+def _max_connections() -> int:
+    """`MAX_CONNECTIONS`, or fewer if the file limit allows fewer: HAProxy
+    raises its own limit to two descriptors a connection (and a few more),
+    and refuses to start if the hard limit is below that."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, (hard - 100) // 2))
 
 
 class LoadBalancer(_Service, LoopbackEndpoint):
@@ -510,7 +520,7 @@ class LoadBalancer(_Service, LoopbackEndpoint):
         )
         return f"""\
 global
-    maxconn {MAX_CONNECTIONS}
+    maxconn {_max_connections()}
     nbthread 1
     stats socket {self.socket_path} mode 600 level admin
 
