@@ -145,3 +145,30 @@ async def test_outgoing_messages_are_formatted_only_for_a_debug_log(
     sent = [text for text in formatted if text.startswith("send_message")]
     assert sent
     assert any(page_text in text for text in sent) is debug
+
+
+async def test_an_update_after_the_send_loop_ended_is_dropped_not_raised():
+    """Between a socket's send loop ending and Flet detaching the session, an
+    update (a live panel's tick) found no send queue: Flet raised into the
+    app, ending its task for good. The seam drops the message and counts it;
+    the client gets the whole page when it reconnects."""
+    from flet_resilient import stats
+
+    texts: list[ft.Text] = []
+
+    def main(page: ft.Page) -> None:
+        texts.append(ft.Text("before", key="t"))
+        page.add(texts[0])
+
+    async def update_after_close() -> None:
+        (session,) = [s for s in _flet.sessions().values() if s.page is texts[0].page]
+        session.connection._FletApp__send_queue = None  # as its ended send loop
+        texts[0].value = "after"
+        texts[0].update()
+
+    async with FletServer(main) as server:
+        user = await FletClient(server.ws_url).connect()
+        await user.wait_for(lambda: user.value("t") == "before")
+        await server.call(update_after_close())
+        assert stats()["counters"]["transport.sent_after_close"] >= 1
+        user.abort()

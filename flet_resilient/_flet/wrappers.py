@@ -46,6 +46,7 @@ from flet_resilient._flet.hooks import (
 from flet_resilient._flet.inbound import GuardedSocket, flet_failed, screen
 from flet_resilient._flet.outbound import ORDERED_ACTIONS, QuietMessage, transport_log
 from flet_resilient._flet.register import BindingCookie, note_registered
+from flet_resilient.metrics import count
 
 logger = logging.getLogger("flet_resilient")
 
@@ -325,7 +326,14 @@ def _update(self: BaseControl) -> None:
 
 def _send_message(self: FletApp, message: Any) -> None:
     """One-shot messages do not overtake the patches deferred before them;
-    messages get a short repr (unless flet-web's debug log is on)."""
+    messages get a short repr (unless flet-web's debug log is on). A message
+    for a socket whose send loop has ended is dropped and counted (Flet raised
+    into the app's `update()`, ending e.g. a live panel's task for good; the
+    client gets the whole page when it reconnects, and `buffer_reconnects`
+    has already kept the one-shot messages)."""
+    if self._FletApp__send_queue is None:
+        count("transport.sent_after_close")
+        return
     session = self._FletApp__session
     sink = sink_of(session) if session is not None else None
     if sink is not None and message.action in ORDERED_ACTIONS:
