@@ -11,7 +11,7 @@ as a mapping (the shape the mitigations' code and tests use).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator, MutableMapping
+from collections.abc import ItemsView, Iterator, MutableMapping, ValuesView
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -97,9 +97,44 @@ class SessionField(MutableMapping["Session", T], Generic[T]):
     def __len__(self) -> int:
         return sum(1 for d in list(_data.values()) if self._has(d))
 
+    def items(self) -> ItemsView[Session, T]:
+        return _FieldItems(self)
+
+    def values(self) -> ValuesView[T]:
+        return _FieldValues(self)
+
+    def present(self) -> list[tuple[Session, T]]:
+        """(session, value) of every session that has the field, in one pass
+        (the mapping's own views look each session up again: stats() reads
+        every session's fields at each scrape)."""
+        name = self._name
+        return [
+            (session, value)
+            for session, data in list(_data.items())
+            if (value := getattr(data, name)) is not None
+        ]
+
     def _has(self, data: SessionData) -> bool:
         return getattr(data, self._name) is not None
 
     def get(self, session: Session, default: Any = None) -> Any:
         value = getattr(_data.get(session), self._name, None)
         return default if value is None else value
+
+
+class _FieldItems(ItemsView["Session", T]):
+    """`SessionField.items()` in one pass over the sessions' data."""
+
+    _mapping: SessionField[T]
+
+    def __iter__(self) -> Iterator[tuple[Session, T]]:
+        return iter(self._mapping.present())
+
+
+class _FieldValues(ValuesView[T]):
+    """`SessionField.values()` in one pass over the sessions' data."""
+
+    _mapping: SessionField[T]
+
+    def __iter__(self) -> Iterator[T]:
+        return iter([value for _, value in self._mapping.present()])

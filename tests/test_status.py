@@ -211,3 +211,33 @@ def test_a_store_that_is_down_is_bad():
     assert status["levels"]["store"] == "bad"
     assert status["store"]["outages"] == 1
     assert status["store"]["stores"] == taken["store"]["stores"]
+
+
+async def test_stats_reads_each_sessions_fields_in_one_pass(monkeypatch):
+    """stats() runs at every scrape and status poll: each session's fields are
+    read in one pass (no lookup of every session again), and its tag is hashed
+    once."""
+    import flet as ft
+
+    from flet_resilient import coalesce_updates, stats
+    from flet_resilient._flet import accessors
+    from flet_resilient.session_data import SessionField
+    from flet_resilient.testing import FletClient, FletServer
+
+    main = coalesce_updates()(lambda page: page.add(ft.Text("hi", key="t")))
+    async with FletServer(main) as server:
+        users = [await FletClient(server.ws_url).connect() for _ in range(3)]
+        stats()  # the tags are made
+
+        def lookup(self, session):
+            raise AssertionError("a session looked up again")
+
+        def rehash(*args, **kwargs):
+            raise AssertionError("a session's tag hashed again")
+
+        monkeypatch.setattr(SessionField, "__getitem__", lookup)
+        monkeypatch.setattr(accessors.hashlib, "blake2s", rehash)
+        assert len(stats()["coalesce"]["per_session"]) == 3
+        monkeypatch.undo()
+        for user in users:
+            await user.close()

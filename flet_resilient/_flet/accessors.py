@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import math
 import secrets
+import weakref
 from typing import Any, TypeGuard
 
 import msgpack
@@ -46,10 +47,20 @@ def sessions() -> dict[str, Session]:
 _TAG_KEY = secrets.token_bytes(16)
 
 
+_tags: weakref.WeakKeyDictionary[Session, tuple[str, str]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Each session's (id, tag), so a stats() call does not hash every id again."""
+
+
 def session_tag(session: Session) -> str:
     """An opaque name for a session in logs and stats (its id is a secret:
     with `buffer_reconnects` it lets a client take the session over)."""
+    known = _tags.get(session)
+    if known is not None and known[0] == session.id:
+        return known[1]
     digest = hashlib.blake2s(str(session.id).encode(), key=_TAG_KEY, digest_size=6)
+    _tags[session] = (session.id, digest.hexdigest())
     return digest.hexdigest()
 
 
