@@ -357,3 +357,22 @@ def test_a_window_starts_at_the_steady_click_rate() -> None:
     steady = users / 4  # clicks a quarter second: one a second each
     assert bins[:2] == [0, 0]  # the start settles first
     assert all(abs(n - steady) < 0.05 * steady for n in bins[2:]), bins
+
+
+def test_each_step_shows_where_the_machine_s_cores_went() -> None:
+    """A step's row splits the cores between the servers, the load generator
+    and everything else (a balancer, Redis): what bounds several workers on
+    the machine that also generates the load."""
+    from flet_resilient.loadtest.ramp_report import ramp_table
+
+    result = result_with(100, 100, [1.0])
+    result.seconds, result.server_cpu_s, result.workers_cpu_s = 10.0, 12.0, 3.0
+    result.client_cores, result.other_cores = 0.31, 0.07
+    header, _, row = ramp_table(
+        loadtest.Ramp("resilient", 2, [loadtest.Step(100, result)])
+    ).splitlines()[:3]
+    names, values = header.strip("| ").split(" | "), row.strip("| ").split(" | ")
+    cells = dict(zip(names, values, strict=True))
+    assert cells["server CPU cores"] == "1.50"
+    assert cells["load generator cores"] == "0.31"
+    assert cells["other cores"] == "0.07"

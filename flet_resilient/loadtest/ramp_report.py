@@ -19,6 +19,7 @@ STEP_COLUMNS = (
     "RSS MB",
     "server CPU cores",
     "load generator cores",
+    "other cores",
     "SLO",
 )
 
@@ -38,6 +39,7 @@ def step_cells(step: Step) -> list[str]:
         f"{r.tree_rss_peak / 2**20:,.0f}",
         fmt_num((r.server_cpu_s + r.workers_cpu_s) / seconds, 2),
         fmt_num(r.client_cores, 2),
+        fmt_num(r.other_cores, 2),
         "met" if step.met else "missed: " + "; ".join(step.misses),
     ]
 
@@ -104,7 +106,9 @@ def ramp_report(
     lines += [
         "Users at the SLO: the largest step that met it before the first that did "
         'not ("or more": every step met it). RSS: peak of the servers and their '
-        "worker processes. CPU: cores used by the servers and their workers.",
+        "worker processes. CPU: cores used by the servers and their workers, by the "
+        "load generator, and by everything else on the machine (a balancer, Redis, "
+        "the kernel's share of the sockets).",
         "",
     ]
     if notes:
