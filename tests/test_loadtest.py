@@ -376,3 +376,28 @@ def test_each_step_shows_where_the_machine_s_cores_went() -> None:
     assert cells["server CPU cores"] == "1.50"
     assert cells["load generator cores"] == "0.31"
     assert cells["other cores"] == "0.07"
+
+
+@pytest.mark.skipif(
+    cluster.missing_program() is not None, reason=str(cluster.missing_program())
+)
+async def test_several_workers_run_on_the_loop_one_worker_runs_on() -> None:
+    """A load test's workers run on asyncio's loop like its one-process server
+    (uvicorn's CLI picks uvloop when installed: one worker against two then
+    compared two event loops, and the seam could not bound socket reads)."""
+    from flet_resilient.loadtest.server import WorkersBehindProxy
+    from flet_resilient.testing import FletClient
+
+    servers = await WorkersBehindProxy(SLOW_PAST, "resilient", 2).start()
+    try:
+        clients = [await FletClient(servers.ws_url).connect() for _ in range(2)]
+        snapshots = servers.snapshots()
+        for client in clients:
+            await client.close()
+    finally:
+        servers.stop()
+    assert all(s is not None for s in snapshots)
+    assert sum(s["sessions"]["live"] for s in snapshots if s) == 2
+    assert [
+        s["counters"].get("transport.reads_unbounded", 0) for s in snapshots if s
+    ] == [0, 0]

@@ -200,6 +200,13 @@ def stop_all_servers() -> None:
         server.stop()
 
 
+SAME_LOOP = ("--loop", "asyncio")
+"""Workers run on asyncio's loop, as the one-process run does (`serve_child`):
+one worker and N compare like with like. uvicorn's CLI would pick uvloop when
+installed, which alone moved the tail latency (and the seam's read slicing
+needs asyncio's loop)."""
+
+
 class WorkersBehindProxy:
     """`workers` uvicorn processes of the app behind HAProxy, sharing a Redis:
     the deploy setup (`flet_resilient.cluster.Cluster`)."""
@@ -212,7 +219,10 @@ class WorkersBehindProxy:
         # The cluster's own temporary folder: HAProxy's stats socket path must be
         # short. Removed after a clean stop, kept (and named) after a failure.
         self.cluster = Cluster(
-            "flet_resilient.loadtest.app:create_app", workers=workers, env=env
+            "flet_resilient.loadtest.app:create_app",
+            workers=workers,
+            env=env,
+            args=SAME_LOOP,
         )
 
     @property
