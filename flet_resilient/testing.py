@@ -405,8 +405,13 @@ class FletClient(Mirror):
     # --- writing -------------------------------------------------------------
 
     async def send(self, action: int, body: Any) -> None:
+        """Send one frame; ConnectionError once the server has closed the
+        socket (as `wait_for` raises)."""
         assert self.ws is not None
-        await self.ws.send(encode(action, body))
+        try:
+            await self.ws.send(encode(action, body))
+        except websockets.ConnectionClosed as exc:
+            raise ConnectionError(f"the server closed the connection: {exc}") from exc
 
     async def event(self, key: str, name: str, data: Any = None) -> None:
         """Fire event `name` on the control with `key` (e.g. `click`).

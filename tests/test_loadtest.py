@@ -381,14 +381,16 @@ def test_each_step_shows_where_the_machine_s_cores_went() -> None:
 @pytest.mark.skipif(
     cluster.missing_program() is not None, reason=str(cluster.missing_program())
 )
-async def test_several_workers_run_on_the_loop_one_worker_runs_on() -> None:
+async def test_several_workers_run_on_the_loop_one_worker_runs_on(
+    tmp_path: Path,
+) -> None:
     """A load test's workers run on asyncio's loop like its one-process server
     (uvicorn's CLI picks uvloop when installed: one worker against two then
     compared two event loops, and the seam could not bound socket reads)."""
     from flet_resilient.loadtest.server import WorkersBehindProxy
     from flet_resilient.testing import FletClient
 
-    servers = await WorkersBehindProxy(SLOW_PAST, "resilient", 2).start()
+    servers = await WorkersBehindProxy(SLOW_PAST, "resilient", 2, tmp_path).start()
     try:
         clients = [await FletClient(servers.ws_url).connect() for _ in range(2)]
         snapshots = servers.snapshots()
@@ -401,3 +403,7 @@ async def test_several_workers_run_on_the_loop_one_worker_runs_on() -> None:
     assert [
         s["counters"].get("transport.reads_unbounded", 0) for s in snapshots if s
     ] == [0, 0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "worker-0.log",
+        "worker-1.log",
+    ]

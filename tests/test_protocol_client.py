@@ -104,3 +104,12 @@ async def test_patches_for_controls_no_longer_mirrored_are_ignored(flet_client):
     assert user.stale_patches == 1
     await user.click("inc")  # the mirror still works
     await user.wait_for(lambda: user.value("count") == "1")
+
+
+async def test_a_click_on_a_closed_socket_raises_connection_error(flet_client):
+    """As `wait_for` does: a load test's user whose socket the server closed
+    (a rebalance's 1012) is then retired, not a crash of the whole run."""
+    await flet_client.wait_for(lambda: flet_client.find("inc"))
+    await flet_client.close()
+    with pytest.raises(ConnectionError):
+        await flet_client.click("inc")

@@ -93,7 +93,8 @@ def counter_diff(start: Snapshots, end: Snapshots) -> dict[str, int]:
 async def start_servers(plan: Plan, mode: str) -> Servers:
     """The app in `mode`: one child process, or `plan.workers` behind HAProxy."""
     if plan.workers > 1:
-        return await WorkersBehindProxy(plan.target, mode, plan.workers).start()
+        logs = plan.out / f"workers-{mode}"
+        return await WorkersBehindProxy(plan.target, mode, plan.workers, logs).start()
     return await ServerProcess(
         plan.target, mode, plan.out / f"server-{mode}.log"
     ).start()

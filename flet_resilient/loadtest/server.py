@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -211,10 +212,13 @@ class WorkersBehindProxy:
     """`workers` uvicorn processes of the app behind HAProxy, sharing a Redis:
     the deploy setup (`flet_resilient.cluster.Cluster`)."""
 
-    def __init__(self, target: str, mode: str, workers: int) -> None:
+    def __init__(
+        self, target: str, mode: str, workers: int, logs_to: Path | None = None
+    ) -> None:
         from flet_resilient.cluster import Cluster
 
         self.mode = mode
+        self.logs_to = logs_to  # where stop() copies the workers' logs
         env = {**mode_environment(target, mode), APP_ENV: target}
         # The cluster's own temporary folder: HAProxy's stats socket path must be
         # short. Removed after a clean stop, kept (and named) after a failure.
@@ -255,6 +259,13 @@ class WorkersBehindProxy:
         return [fetch_stats(worker.port, timeout) for worker in self.cluster.workers]
 
     def stop(self) -> None:
-        """Stop HAProxy, the workers (their process groups) and Redis."""
+        """Stop HAProxy, the workers (their process groups) and Redis; copy
+        the workers' logs to `logs_to`."""
         _live_servers.discard(self)
+        self.cluster.stop()
+        if self.logs_to is not None:
+            self.logs_to.mkdir(parents=True, exist_ok=True)
+            for worker in self.cluster.workers:
+                if worker.log_path.exists():
+                    shutil.copy(worker.log_path, self.logs_to / worker.log_path.name)
         self.cluster.__exit__(None, None, None)
