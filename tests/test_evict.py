@@ -227,6 +227,25 @@ async def test_a_malformed_stored_key_is_replaced_by_a_fresh_one():
         await user.close()
 
 
+async def test_the_key_is_read_through_a_service_id_no_other_worker_counts_to():
+    """The Flutter client keeps service bindings by id across sessions, and each
+    worker numbers controls from the same start: a user moved between two fresh
+    workers got the key-reading service under the id the client still bound to
+    the old session's control, and the page crashed after 10 s (the rolling
+    restart test in tests/e2e, under least-connections balancing). The service
+    now takes a random id, out of the counters' range."""
+    app = App(idle_ttl=60)
+    async with FletServer(app.main) as server:
+        for _ in range(2):
+            user = await FletClient(server.ws_url).connect()
+            await user.wait_for(lambda u=user: u.value("count") is not None)
+            controls = user.controls.items()
+            (service,) = [i for i, c in controls if c["_c"] == "SharedPreferences"]
+            assert service in _flet.RANDOM_IDS, user.controls
+            assert max(i for i in user.controls if i != service) < 2**20  # counted
+            await user.close()
+
+
 def test_unencodable_state_names_the_field():
     with pytest.raises(TypeError, match=r"field 'text' \(object\)"):
         encode_state(Notes(count=1, text=object()))

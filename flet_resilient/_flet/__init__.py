@@ -16,7 +16,8 @@ an import); `uninstall()` puts Flet back as shipped. See docs/compatibility.md.
 * `register`, `inbound`, `outbound`: vetting of REGISTER_CLIENT, screening of
   what clients send, Flet's send queue made thread-safe and measured;
 * `accessors`: small functions the mitigations use instead of Flet's privates;
-* `pagebuild`: speed-ups of Flet's own page build and diff, same frames.
+* `pagebuild`: speed-ups of Flet's own page build and diff, same frames;
+* `services`: client services with ids a moved user's client cannot confuse.
 """
 
 from flet_resilient._flet.version import (
@@ -79,11 +80,13 @@ from flet_resilient._flet.seam import (
     installed,
     uninstall,
 )
+from flet_resilient._flet.services import RANDOM_IDS, shared_preferences
 from flet_resilient._flet.wrappers import patch_now
 
 __all__ = [
     "FLET_VERSION",
     "PATCHED",
+    "RANDOM_IDS",
     "SUPPORTED_FLET",
     "Admission",
     "HandlerRun",
@@ -130,6 +133,7 @@ __all__ = [
     "sessions",
     "set_inbound_guard",
     "set_patch_sink",
+    "shared_preferences",
     "speedups",
     "speedups_on",
     "take_over",
