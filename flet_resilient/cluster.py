@@ -3,7 +3,7 @@ balancer, sharing a Redis, all on 127.0.0.1, started and stopped by a test.
 
 `RedisServer` runs a throwaway `redis-server`; `Worker` runs one server process
 (uvicorn, or a gunicorn master with N uvicorn worker processes) for an ASGI app
-factory; `LoadBalancer` puts HAProxy in front of worker ports (round robin,
+factory; `LoadBalancer` puts HAProxy in front of worker ports (least connections,
 WebSockets, fast health checks, retries on another worker, optional cookie
 stickiness); `Cluster` starts all three and stops them however the test ends.
 
@@ -473,7 +473,9 @@ def _max_connections() -> int:
 class LoadBalancer(_Service, LoopbackEndpoint):
     """HAProxy on 127.0.0.1 in front of backend ports, as in production.
 
-    Round robin, WebSockets (long tunnel timeout), TCP health checks every
+    Least connections (a new socket goes to the worker with the fewest, so the
+    users a crowded worker moves away land elsewhere; HAProxy takes turns among
+    equals), WebSockets (long tunnel timeout), TCP health checks every
     200 ms (a worker that stopped listening leaves rotation after one failed
     check, comes back after one good one; a busy worker stays in), and a
     refused connection is retried on another worker.
@@ -541,7 +543,7 @@ frontend app
     default_backend workers
 
 backend workers
-    balance roundrobin
+    balance leastconn
 {cookie}{servers}"""
 
     def start(self) -> None:

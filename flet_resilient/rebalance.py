@@ -51,7 +51,8 @@ RETURN_WINDOW_S = 30.0
 PAUSE_AFTER = 10
 PAUSE_SHARE = 0.8
 """Moving pauses once PAUSE_SHARE of at least PAUSE_AFTER users sent away
-came back (round robin over N workers brings back about 1/N)."""
+came back (round robin over N workers brings back about 1/N, least
+connections none)."""
 PAUSE_S = 600.0
 ARRIVING = 5
 """More users than this came since the last report: they are still arriving

@@ -173,3 +173,30 @@ async def test_the_fleet_is_the_workers_that_reported_lately_and_did_not_leave()
         await store.report_load("c", 1, stale_after=0.3)
         await asyncio.sleep(0.4)  # b and c stop reporting: stale by Redis's clock
         assert await store.report_load("d", 2, stale_after=0.3) == {"d": 2}
+
+
+@needs_cluster
+async def test_users_moved_away_land_on_the_least_loaded_worker():
+    """Through the balancer (least connections) every user a crowded worker
+    sends away reconnects to the other worker, so the fleet evens out in one
+    move each: round robin sent half of them straight back."""
+    import re
+
+    async with Cluster("deploy_app:create_app", cwd=APPS, workers=2) as cluster:
+        crowded, restarted = cluster.workers
+        await asyncio.to_thread(restarted.terminate)  # as in a rolling restart
+        await asyncio.to_thread(cluster.balancer.wait_for_status, "w1", "DOWN")
+        users = await users_on(cluster.ws_url, cluster.ws_url)  # all on worker 0
+        try:
+            await asyncio.to_thread(restarted.start)
+            await asyncio.to_thread(cluster.balancer.wait_for_status, "w1", "UP")
+            on = lambda w: sum(u.pid() == str(w.pid) for u in users)  # noqa: E731
+            await wait_until(lambda: on(restarted) >= 10, timeout=30)
+            await wait_until(lambda: all(u.shows_its_count() for u in users), 30)
+            await asyncio.sleep(3 * rebalance.REPORT_EVERY_S)  # any further move
+            await wait_until(lambda: all(u.shows_its_count() for u in users), 30)
+            sent = sum(int(n) for n in re.findall(r"sending (\d+) to", log_of(crowded)))
+            moved, log = on(restarted), log_of(crowded)
+        finally:
+            await stop_following(users)
+    assert moved == sent >= 10, f"{moved} moved, {sent} sent; log:\n{log[-3000:]}"
