@@ -14,7 +14,6 @@ import secrets
 
 import flet as ft
 
-from flet_resilient import _flet
 from flet_resilient.secret import app_secret
 
 __all__ = ["Identity"]
@@ -64,7 +63,7 @@ class Identity:
 
     async def of(self, page: ft.Page) -> str:
         """The user's token, minting and saving a key on the client if needed."""
-        prefs = _flet.shared_preferences()  # not an id the client still binds
+        prefs = ft.SharedPreferences()
         token = self.verify(await prefs.get(self.storage_key))
         if token is None:
             key = self.mint()

@@ -12,6 +12,7 @@ UNTOUCHED = textwrap.dedent(
     from flet.controls import base_control, object_patch
     from flet.controls.base_control import BaseControl
     from flet.controls.object_patch import DiffBuilder
+    from flet.controls.page import ServiceRegistry
     from flet.messaging import protocol
     from flet.messaging.session import Session
     from flet_web.fastapi import flet_app
@@ -21,7 +22,7 @@ UNTOUCHED = textwrap.dedent(
 
     os.environ.pop("FLET_RESILIENT_DISABLE", None)
     OWNERS = (FletApp, FletAppManager, FastAPI, Session, BaseControl, DiffBuilder,
-              object_patch, protocol, flet_app, base_control)
+              ServiceRegistry, object_patch, protocol, flet_app, base_control)
     SHIPPED = [dict(vars(owner)) for owner in OWNERS]
     ABSENT = object()
 

@@ -172,3 +172,24 @@ async def test_an_update_after_the_send_loop_ended_is_dropped_not_raised():
         await server.call(update_after_close())
         assert stats()["counters"]["transport.sent_after_close"] >= 1
         user.abort()
+
+
+async def test_every_service_takes_an_id_no_other_worker_counts_to():
+    """Each worker numbers controls from the same start, and the Flutter client
+    keeps service bindings by id across sessions: a moved user's new session
+    reusing a service id its old one had found no listener (a 10 s wait, then a
+    crashed page). Services an app makes in `main` get random ids, and answer."""
+
+    async def main(page: ft.Page) -> None:
+        prefs = ft.SharedPreferences()  # the app's own, not flet-resilient's
+        await prefs.set("draft", "kept")  # answered by the client, under its id
+        page.add(ft.Text("ready", key="ready"))
+
+    async with FletServer(main) as server:
+        user = await FletClient(server.ws_url).connect()
+        await user.wait_for(lambda: user.value("ready") == "ready")
+        controls = user.controls.items()
+        (service,) = [i for i, c in controls if c["_c"] == "SharedPreferences"]
+        assert service in _flet.RANDOM_IDS
+        assert max(i for i in user.controls if i != service) < 2**20  # counted
+        await user.close()

@@ -17,7 +17,7 @@ an import); `uninstall()` puts Flet back as shipped. See docs/compatibility.md.
   what clients send, Flet's send queue made thread-safe and measured;
 * `accessors`: small functions the mitigations use instead of Flet's privates;
 * `pagebuild`: speed-ups of Flet's own page build and diff, same frames;
-* `services`: client services with ids a moved user's client cannot confuse.
+* `services`: service ids a moved user's client cannot confuse with old ones.
 """
 
 from flet_resilient._flet.version import (
@@ -80,7 +80,7 @@ from flet_resilient._flet.seam import (
     installed,
     uninstall,
 )
-from flet_resilient._flet.services import RANDOM_IDS, shared_preferences
+from flet_resilient._flet.services import RANDOM_IDS
 from flet_resilient._flet.wrappers import patch_now
 
 __all__ = [
@@ -133,7 +133,6 @@ __all__ = [
     "sessions",
     "set_inbound_guard",
     "set_patch_sink",
-    "shared_preferences",
     "speedups",
     "speedups_on",
     "take_over",

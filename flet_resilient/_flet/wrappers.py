@@ -22,7 +22,8 @@ from typing import Any
 from flet.components.component import Component
 from flet.controls.base_control import BaseControl
 from flet.controls.context import _context_page, context
-from flet.controls.page import Page
+from flet.controls.page import Page, ServiceRegistry
+from flet.controls.services.service import Service
 from flet.messaging.protocol import MessageAction
 from flet.messaging.session import Session
 from flet_web.fastapi.flet_app import FletApp, app_manager
@@ -46,6 +47,7 @@ from flet_resilient._flet.hooks import (
 from flet_resilient._flet.inbound import GuardedSocket, flet_failed, screen
 from flet_resilient._flet.outbound import ORDERED_ACTIONS, QuietMessage, transport_log
 from flet_resilient._flet.register import BindingCookie, note_registered
+from flet_resilient._flet.services import give_random_id
 from flet_resilient.metrics import count
 
 logger = logging.getLogger("flet_resilient")
@@ -358,6 +360,13 @@ def _page(self: BaseControl) -> Page:
         return original(self)
 
 
+def _register_service(self: ServiceRegistry, service: Service) -> None:
+    """Flet's `register_service`, the service first given a random id (a
+    moved user's client may still bind the id the counter gives: `services`)."""
+    give_random_id(service)
+    stock["ServiceRegistry.register_service"](self, service)
+
+
 WRAPPERS: tuple[tuple[type, str, Callable[..., Any]], ...] = (
     (FletApp, "handle", _handle),
     (FletApp, "send_message", _send_message),
@@ -379,6 +388,7 @@ WRAPPERS: tuple[tuple[type, str, Callable[..., Any]], ...] = (
     (Session, "_Session__send_message", _session_send),
     (BaseControl, "page", _page),
     (BaseControl, "update", _update),
+    (ServiceRegistry, "register_service", _register_service),
 )
 """Each Flet method the seam wraps, and its wrapper (a property's getter for
 `page`)."""
