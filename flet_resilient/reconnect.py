@@ -273,7 +273,6 @@ class ReplayBuffer:
 
 _buffers: SessionField[ReplayBuffer] = SessionField("replay")
 _presence: SessionField[anyio.Event] = SessionField("presence")
-_ended: SessionField[bool] = SessionField("ended")
 
 
 def _on_attached(session: Session) -> None:
@@ -290,14 +289,8 @@ def _on_disconnected(session: Session) -> None:
         _presence[session] = anyio.Event()
 
 
-def _on_closed(session: Session) -> None:
-    _ended[session] = True
-    _presence_event(session).set()  # wakes `connected()` waiters, to end
-
-
 _flet.on_session("attached", _on_attached)
 _flet.on_session("disconnected", _on_disconnected)
-_flet.on_session("closed", _on_closed)
 
 
 def _presence_event(session: Session) -> anyio.Event:
@@ -310,26 +303,18 @@ def _presence_event(session: Session) -> anyio.Event:
 
 
 def is_connected(page: Page) -> bool:
-    """Whether someone is connected to this page's session right now (False
-    once the session has ended)."""
-    session = _flet.page_session(page)
-    return session is not None and session.connection is not None
+    """Whether someone is connected to this page's session right now."""
+    return page.session.connection is not None
 
 
 async def connected(page: Page) -> None:
     """Wait until the page's session has a live socket (returns at once if so).
 
     Put `await connected(page)` at the top of a background loop so it pauses
-    while the user is away instead of diffing a page nobody sees. Once the
-    session has ended (closed, evicted, moved to another worker) it raises
-    `asyncio.CancelledError`: the loop ends quietly instead of waiting forever
-    or failing on the gone session.
+    while the user is away instead of diffing a page nobody sees.
     """
-    session = _flet.page_session(page)
-    if session is not None and session.connection is None and not _ended.get(session):
-        await _presence_event(session).wait()
-    if session is None or _ended.get(session):
-        raise asyncio.CancelledError
+    if not is_connected(page):
+        await _presence_event(page.session).wait()
 
 
 def buffer_reconnects(

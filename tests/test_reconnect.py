@@ -9,7 +9,7 @@ from typing import Any
 import flet as ft
 import pytest
 
-from flet_resilient import _flet, buffer_reconnects, connected, stats
+from flet_resilient import buffer_reconnects, connected, stats
 from flet_resilient.reconnect import _buffers
 from flet_resilient.testing import FaultProxy, FletClient, FletServer, wait_until
 
@@ -400,40 +400,3 @@ async def test_a_leaked_session_id_alone_cannot_take_the_session_over():
     assert not stolen
     assert kept
     assert stats()["counters"]["reconnect.takeovers_refused"] == 1
-
-
-@pytest.mark.parametrize("away", [True, False], ids=["waiting", "running"])
-async def test_a_background_loop_ends_quietly_when_its_session_ends(caplog, away):
-    """`await connected(page)` in a live panel's loop: once the session ends
-    (here closed, as eviction or a move to another worker closes it) the loop
-    ends as cancelled. It used to wait forever for a user who was away, or
-    fail on the gone session with a logged traceback per session (seen when
-    rebalancing moved twelve users at once)."""
-    loops: list[Any] = []
-    sessions: list[Any] = []
-
-    async def main(page: ft.Page) -> None:
-        sessions.append(page.session)
-
-        async def live_panel() -> None:
-            while True:
-                await connected(page)
-                await asyncio.sleep(0.02)
-
-        loops.append(page.run_task(live_panel))
-        page.add(ft.Text("ready", key="ready"))
-
-    async with FletServer(buffer_reconnects(window=30)(main)) as server:
-        user = await FletClient(server.ws_url).connect()
-        await user.wait_for(lambda: user.value("ready") == "ready")
-        if away:
-            await user.close()
-            await wait_until(lambda: not _flet.is_connected(sessions[0]))
-        with caplog.at_level(logging.ERROR):
-            await server.call(_flet.close_session(sessions.pop()))
-            await wait_until(lambda: loops[0].done())
-        assert loops[0].cancelled()
-        assert "destroyed session" not in caplog.text
-        if not away:
-            await user.close()
-

@@ -187,14 +187,6 @@ def is_component(control: BaseControl) -> TypeGuard[Component]:
     return isinstance(control, Component)
 
 
-def page_session(page: Page) -> Session | None:
-    """The page's session, or None once it is gone (Flet raises instead)."""
-    try:
-        return page.session
-    except RuntimeError:
-        return None
-
-
 def control_page(control: BaseControl) -> Page | None:
     """The page a control is mounted on, or None."""
     try:
