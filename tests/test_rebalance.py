@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import re
 import shutil
 from pathlib import Path
 
@@ -180,8 +181,6 @@ async def test_users_moved_away_land_on_the_least_loaded_worker():
     """Through the balancer (least connections) every user a crowded worker
     sends away reconnects to the other worker, so the fleet evens out in one
     move each: round robin sent half of them straight back."""
-    import re
-
     async with Cluster("deploy_app:create_app", cwd=APPS, workers=2) as cluster:
         crowded, restarted = cluster.workers
         await asyncio.to_thread(restarted.terminate)  # as in a rolling restart
